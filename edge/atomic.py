@@ -1,0 +1,58 @@
+"""Write files and directories so a crash or Ctrl-C never leaves half of one.
+
+Everything is written beside its destination under a temporary name and
+renamed into place; a rename within one filesystem is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import OutputExistsError
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """Yield a sibling staging directory that becomes ``final`` only on success.
+
+    On any exception (including KeyboardInterrupt) the staging directory is
+    removed, so ``final`` either exists complete or not at all.
+    """
+    final = Path(final)
+    if final.exists():
+        raise OutputExistsError(f"output {final} already exists; choose another path or remove it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield staging
+        if final.exists():
+            raise OutputExistsError(f"output {final} appeared while writing; left it untouched")
+        os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

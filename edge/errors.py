@@ -1,0 +1,35 @@
+"""One root exception, so the CLI can tell a user's mistake from a bug.
+
+Every subclass also inherits the builtin it stands for, so callers that catch
+``ValueError`` or ``OSError`` keep working (the gpiozero pattern). Anything
+raised as a ``MaskgateError`` is shown to the user as one line, without a
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+
+class MaskgateError(Exception):
+    """Root of every error maskgate reports to the user as one line."""
+
+
+class ConfigError(MaskgateError, ValueError):
+    """An option or configuration value is out of range or inconsistent."""
+
+
+class DataError(MaskgateError, ValueError):
+    """A dataset cannot be used as given (missing, empty, too small)."""
+
+
+class ImageReadError(MaskgateError, ValueError):
+    """A file is not an image any of our decoders can read."""
+
+
+class ModelFileError(MaskgateError, OSError):
+    """A model or weights file is missing, corrupt or does not fit."""
+
+
+class FetchError(MaskgateError, OSError):
+    """A third-party file could not be fetched or failed verification."""
+
+
+class OutputExistsError(MaskgateError, FileExistsError):
+    """The output path exists and would be overwritten."""

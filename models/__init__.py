@@ -1,0 +1,1 @@
+"""Data package: the third-party model manifest and the bundles maskgate ships."""

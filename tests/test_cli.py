@@ -1,0 +1,112 @@
+"""User mistakes end in one line on stderr, exit status 2, no traceback, nothing written."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, make_faces
+
+
+def maskgate(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    env = os.environ | (env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "maskgate.edge.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env=env,
+    )
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("maskgate: error:")]
+    assert len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture
+def out(tmp_path):
+    return tmp_path / "run"
+
+
+def _assert_nothing_written(out):
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+def test_missing_data_directory(tmp_path, out):
+    r = maskgate("train", "--data", str(tmp_path / "nope"), "--out", str(out))
+    assert_one_line_error(r, "nope", "does not exist")
+    _assert_nothing_written(out)
+
+
+def test_single_class(tmp_path, out):
+    root = make_faces(tmp_path / "f", per_class=5, messy=False)
+    import shutil
+
+    shutil.rmtree(root / "without_mask")
+    r = maskgate("train", "--data", str(root), "--out", str(out))
+    assert_one_line_error(r, "one class (with_mask)")
+    _assert_nothing_written(out)
+
+
+def test_existing_output_directory(tmp_path, out):
+    root = make_faces(tmp_path / "f", per_class=5, messy=False)
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    r = maskgate("train", "--data", str(root), "--out", str(out))
+    assert_one_line_error(r, "already exists")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--input-size", "8"], ["--input-size", "greater than or equal to 32"]),
+        (["--val-fraction", "0.45", "--test-fraction", "0.4"], ["must leave at least 20%"]),
+        (["--epochs", "many"], ["--epochs", "valid integer"]),
+        (["--weights", "/no/such.h5"], ["--weights", "no such file"]),
+        (["--alpha", "0.5"], ["--alpha 0.5", "only alpha 1.0"]),
+    ],
+)
+def test_bad_options_name_the_flag(tmp_path, out, args, fragments):
+    root = make_faces(tmp_path / "f", per_class=5, messy=False)
+    r = maskgate("train", "--data", str(root), "--out", str(out), *args)
+    assert_one_line_error(r, *fragments)
+    _assert_nothing_written(out)
+
+
+def test_evaluate_missing_model(tmp_path):
+    r = maskgate(
+        "evaluate",
+        "--model",
+        str(tmp_path / "m"),
+        "--data",
+        str(tmp_path),
+        "--json",
+        str(tmp_path / "x.json"),
+    )
+    assert_one_line_error(r, "not found")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_unknown_option_is_argparse_usage_error(tmp_path):
+    r = maskgate("train", "--data", "d", "--out", "o", "--no-such-flag")
+    assert r.returncode == 2 and "unrecognized arguments: --no-such-flag" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_help_lists_every_training_option():
+    r = maskgate("train", "--help")
+    assert r.returncode == 0
+    from maskgate.train.config import TrainConfig
+
+    for name in TrainConfig.model_fields:
+        assert "--" + name.replace("_", "-") in r.stdout

@@ -1,0 +1,126 @@
+"""The fetch step against a generated mirror and manifest, and the real manifest
+against the shared mirror."""
+
+import hashlib
+import socket
+from pathlib import Path
+
+import pytest
+
+from maskgate.edge import fetch
+from maskgate.edge.cli import main
+from maskgate.edge.errors import FetchError
+
+
+def _manifest(
+    tmp_path: Path,
+    files: dict[str, bytes],
+    *,
+    url: str = "http://127.0.0.1:9/x",
+    text: bool = False,
+    digests: dict[str, str] | None = None,
+) -> Path:
+    entries = []
+    for name, data in files.items():
+        digest = (digests or {}).get(name) or hashlib.sha256(data).hexdigest()
+        entries.append(
+            f'[[file]]\nname = "{name}"\nurl = "{url}/{name}"\nsha256 = ["{digest}"]\n'
+            f'license = "test"\ntext = {str(text).lower()}\n'
+        )
+    path = tmp_path / "manifest.toml"
+    path.write_text("\n".join(entries))
+    return path
+
+
+@pytest.fixture
+def mirror(tmp_path) -> Path:
+    d = tmp_path / "mirror"
+    d.mkdir()
+    (d / "a.bin").write_bytes(b"alpha")
+    (d / "b.bin").write_bytes(b"beta")
+    return d
+
+
+def test_copies_from_mirror_then_reports_cached(tmp_path, mirror, capsys):
+    manifest = _manifest(tmp_path, {"a.bin": b"alpha", "b.bin": b"beta"})
+    assert main(["models", "fetch", "--mirror", str(mirror), "--manifest", str(manifest)]) == 0
+    out = capsys.readouterr().out
+    assert "a.bin: copied from mirror" in out and "b.bin: copied from mirror" in out
+    assert (fetch.cache_dir() / "a.bin").read_bytes() == b"alpha"
+    assert main(["models", "fetch", "--mirror", str(mirror), "--manifest", str(manifest)]) == 0
+    assert capsys.readouterr().out.count(": cached") == 2
+
+
+def test_mirror_from_environment(tmp_path, mirror, monkeypatch):
+    monkeypatch.setenv(fetch.MIRROR_ENV, str(mirror))
+    manifest = _manifest(tmp_path, {"a.bin": b"alpha"})
+    path = fetch.ensure("a.bin", manifest=manifest)
+    assert path.read_bytes() == b"alpha"
+
+
+def test_wrong_checksum_is_one_line_and_nothing_is_cached(tmp_path, mirror, capsys):
+    manifest = _manifest(tmp_path, {"a.bin": b"alpha"}, digests={"a.bin": "0" * 64})
+    assert main(["models", "fetch", "--mirror", str(mirror), "--manifest", str(manifest)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a.bin" in err[0] and "does not match" in err[0]
+    assert not fetch.cache_dir().exists() or list(fetch.cache_dir().iterdir()) == []
+
+
+def test_corrupted_cache_entry_is_refetched(tmp_path, mirror):
+    manifest = _manifest(tmp_path, {"a.bin": b"alpha"})
+    path = fetch.ensure("a.bin", mirror=mirror, manifest=manifest)
+    path.write_bytes(b"alph")  # truncated
+    _, state = fetch.fetch_one(fetch.load_manifest(manifest)["a.bin"], mirror=mirror)
+    assert state is fetch.State.COPIED and path.read_bytes() == b"alpha"
+
+
+def test_missing_mirror_file_names_file_and_mirror(tmp_path, mirror, capsys):
+    manifest = _manifest(tmp_path, {"a.bin": b"alpha", "c.bin": b"gamma"})
+    assert main(["models", "fetch", "--mirror", str(mirror), "--manifest", str(manifest)]) == 2
+    captured = capsys.readouterr()
+    assert "a.bin: copied from mirror" in captured.out
+    assert captured.err.strip() == f"maskgate: error: c.bin: not in mirror {mirror}"
+
+
+def test_no_network_is_one_clear_line(tmp_path, capsys):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    manifest = _manifest(tmp_path, {"a.bin": b"alpha"}, url=f"http://127.0.0.1:{port}")
+    assert main(["models", "fetch", "--manifest", str(manifest)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot download" in err[0] and "--mirror" in err[0]
+
+
+def test_text_files_match_whatever_their_line_endings(tmp_path):
+    lf = b"layer {\n  name: x\n}\n"
+    mirror = tmp_path / "m"
+    mirror.mkdir()
+    (mirror / "net.prototxt").write_bytes(lf.replace(b"\n", b"\r\n"))
+    manifest = _manifest(tmp_path, {"net.prototxt": lf}, text=True)
+    assert fetch.ensure("net.prototxt", mirror=mirror, manifest=manifest).read_bytes() == lf
+
+
+def test_bad_manifest_is_a_user_error(tmp_path):
+    bad = tmp_path / "m.toml"
+    bad.write_text("[[file]]\nname = 'x'\n")
+    with pytest.raises(FetchError, match="lacks a valid"):
+        fetch.load_manifest(bad)
+    with pytest.raises(FetchError, match="not found"):
+        fetch.load_manifest(tmp_path / "missing.toml")
+
+
+def test_unknown_name_is_a_user_error(tmp_path, mirror):
+    with pytest.raises(FetchError, match="not in the model manifest"):
+        fetch.ensure("zzz", mirror=mirror, manifest=_manifest(tmp_path, {"a.bin": b"alpha"}))
+
+
+def test_real_manifest_verifies_the_shared_mirror(shared_models, capsys):
+    """The shipped manifest's digests match the mirror CI and developers use."""
+    assert main(["models", "fetch", "--mirror", str(shared_models)]) == 0
+    out = capsys.readouterr().out
+    names = set(fetch.load_manifest())
+    assert {"deploy.prototxt", "res10_300x300_ssd_iter_140000.caffemodel"} <= names
+    for name in names:
+        assert f"{name}: copied from mirror" in out
+        assert fetch.is_cached(fetch.load_manifest()[name])

@@ -1,0 +1,72 @@
+"""Every training option in one validated object.
+
+The command line is generated from these fields (see ``maskgate.edge.cli``),
+so a default, a bound or a description is stated once, here, and the
+resolved object is written into the run directory for reproducibility.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: Path = Field(description="folder with one subfolder of images per class")
+    out: Path = Field(description="run directory to create (must not exist)")
+    voc: Path | None = Field(
+        None, description="Pascal VOC scenes (images/ + annotations/) whose face boxes are added as crops"
+    )
+
+    # model
+    input_size: int = Field(224, ge=32, le=512, description="square input size in pixels")
+    alpha: float = Field(1.0, gt=0.0, le=1.4, description="MobileNetV2 width multiplier")
+    weights: str = Field(
+        "imagenet",
+        description="backbone weights: 'imagenet' (fetched and verified), 'none', or an .h5 path",
+    )
+    dense_units: int = Field(128, ge=0, le=4096, description="units of the hidden dense layer (0 = none)")
+    dropout: float = Field(0.3, ge=0.0, lt=1.0, description="dropout before the output layer")
+
+    # optimisation
+    batch_size: int = Field(32, ge=1, le=1024, description="global batch size")
+    epochs: int = Field(8, ge=0, le=1000, description="phase 1 epochs (frozen backbone)")
+    learning_rate: float = Field(1e-3, gt=0, le=1.0, description="phase 1 learning rate")
+    fine_tune_epochs: int = Field(8, ge=0, le=1000, description="phase 2 epochs (top blocks trainable)")
+    fine_tune_learning_rate: float = Field(2e-5, gt=0, le=1.0, description="phase 2 learning rate")
+    fine_tune_blocks: int = Field(
+        4, ge=0, le=16, description="top MobileNetV2 blocks (of 16) trained in phase 2, plus the last conv"
+    )
+    patience: int = Field(3, ge=1, le=100, description="epochs without val_loss improvement before stopping")
+    lr_patience: int = Field(2, ge=1, le=100, description="epochs without improvement before halving the LR")
+    class_weights: bool = Field(True, description="weight classes inversely to their training frequency")
+
+    # data
+    val_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of each class for validation")
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of each class for testing")
+    seed: int = Field(1337, ge=0, description="seed for the split, shuffling and initialisation")
+    max_per_class: int | None = Field(
+        None, ge=3, description="use at most this many images per class (quick runs, demos)"
+    )
+    voc_margin: float = Field(0.15, ge=0.0, le=1.0, description="margin added around VOC face boxes")
+    voc_min_size: int = Field(16, ge=1, le=1024, description="smallest VOC face (box height, px) kept")
+    near_duplicate_bits: int = Field(
+        5, ge=0, le=32, description="difference-hash bits within which images count as one photo (0 = off)"
+    )
+    family_pattern: str = Field(
+        r"^augmented_image_",
+        description="regex: files of a class whose names match are one family, kept on one side of the split",
+    )
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="p(with_mask) at which the gate counts a mask")
+    workers: int = Field(0, ge=0, le=64, description="decode threads (0 = one per CPU core)")
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> TrainConfig:
+        if self.val_fraction + self.test_fraction >= 0.8:
+            raise ValueError("val_fraction + test_fraction must leave at least 20% for training")
+        if self.epochs + self.fine_tune_epochs == 0:
+            raise ValueError("epochs and fine_tune_epochs are both 0: nothing to train")
+        return self

@@ -1,0 +1,278 @@
+"""Find the images of a dataset, read each once, and describe what was found.
+
+Two layouts: a folder per class (class = folder name) and Pascal VOC scenes,
+whose face boxes become crops. Scanning reads every file (by content, not by
+extension), records its SHA-256 for duplicate detection and the dataset hash,
+and a difference hash for near-duplicate grouping. Files that cannot be read
+are skipped and listed, never fatal: real datasets always hold a few.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from maskgate.edge.errors import DataError, ImageReadError
+from maskgate.edge.imageio import decode_image
+from maskgate.edge.labels import order_classes
+from maskgate.edge.preprocess import Box, crop, expand_box, prepare_face
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training example: a whole image file, or a box inside a scene."""
+
+    path: Path
+    label: str
+    sha256: str
+    dhash: int  # 64-bit difference hash of the example's pixels
+    dhash_mirror: int  # the same of its mirror image: flipped copies are one photo
+    box: Box | None = None  # a VOC face box, already grown by the margin and clamped
+    scene: str | None = None  # VOC scenes: crops of one scene share a group
+
+    @property
+    def key(self) -> str:
+        return f"{self.path}#{','.join(map(str, self.box))}" if self.box else str(self.path)
+
+
+@dataclass
+class ScanResult:
+    samples: list[Sample]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    voc_skipped: Counter = field(default_factory=Counter)  # reason -> count of VOC boxes left out
+
+    @property
+    def classes(self) -> list[str]:
+        return order_classes({s.label for s in self.samples})
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(s.label for s in self.samples)
+        return {k: c[k] for k in self.classes}
+
+
+def dhash(image_bgr: np.ndarray) -> tuple[int, int]:
+    """64-bit difference hash of an image and of its mirror image.
+
+    Survives re-encoding, resizing and mild colour changes, which byte
+    hashes do not; used only to keep copies of one photo on one side of the split.
+    """
+    import cv2
+
+    gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+    small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+
+    def bits(a: np.ndarray) -> int:
+        return int.from_bytes(np.packbits((a[:, 1:] > a[:, :-1]).ravel()).tobytes(), "big")
+
+    return bits(small), bits(small[:, ::-1])
+
+
+def content_hash(samples: Iterable[Sample], roots: Sequence[Path]) -> str:
+    """SHA-256 over sorted (relative path, box, label, file digest): names the data a run saw."""
+    lines = []
+    for s in samples:
+        rel = _relative(s.path, roots)
+        box = ",".join(map(str, s.box)) if s.box else ""
+        lines.append(f"{rel}\t{box}\t{s.label}\t{s.sha256}")
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+
+
+def _relative(path: Path, roots: Sequence[Path]) -> str:
+    for root in roots:
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            continue
+    return path.as_posix()
+
+
+def _files_below(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _workers(n: int) -> int:
+    return n or (os.cpu_count() or 1)
+
+
+def scan_folder(
+    root: Path, *, max_per_class: int | None = None, workers: int = 0, progress: bool = True
+) -> ScanResult:
+    """Scan a folder-per-class dataset."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data directory {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data path {root} is not a directory")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(
+            f"data directory {root} has no class folders (expected e.g. with_mask/, without_mask/)"
+        )
+
+    jobs: list[tuple[Path, str]] = []
+    for d in class_dirs:
+        files = _files_below(d)
+        if max_per_class is not None and len(files) > max_per_class:
+            files = [files[i] for i in np.random.default_rng(0).permutation(len(files))[:max_per_class]]
+            files.sort()
+        jobs.extend((f, d.name) for f in files)
+    if not jobs:
+        raise DataError(f"data directory {root} has class folders but no files in them")
+
+    def read(job: tuple[Path, str]) -> Sample | tuple[str, str]:
+        path, label = job
+        try:
+            data = path.read_bytes()
+            image = decode_image(data, str(path))
+        except (ImageReadError, OSError) as e:
+            return str(path), _reason(e)
+        h, hm = dhash(image)
+        return Sample(path, label, hashlib.sha256(data).hexdigest(), h, hm)
+
+    result = ScanResult(samples=[])
+    with ThreadPoolExecutor(_workers(workers)) as pool:
+        it = pool.map(read, jobs)
+        for item in tqdm(it, total=len(jobs), desc=f"scan {root.name}", unit="img", disable=not progress):
+            if isinstance(item, Sample):
+                result.samples.append(item)
+            else:
+                result.skipped.append(item)
+    if not result.samples:
+        raise DataError(f"data directory {root}: none of {len(jobs)} files is a readable image")
+    return result
+
+
+def _reason(e: Exception) -> str:
+    text = str(e)
+    return text.split(": ", 1)[1] if ": " in text else text
+
+
+def parse_voc(xml_path: Path) -> tuple[str, list[tuple[str, Box]]]:
+    """Image file name and (label, box) pairs of one VOC annotation."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as e:
+        raise DataError(f"{xml_path}: not valid XML ({e})") from e
+    filename = (root.findtext("filename") or "").strip()
+    if not filename:
+        raise DataError(f"{xml_path}: no <filename>")
+    objects = []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        bb = obj.find("bndbox")
+        if not name or bb is None:
+            continue
+        try:
+            box = tuple(int(round(float(bb.findtext(k)))) for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (TypeError, ValueError):
+            continue
+        objects.append((name, box))
+    return filename, objects
+
+
+def scan_voc(
+    root: Path,
+    *,
+    classes: Sequence[str],
+    margin: float,
+    min_size: int,
+    workers: int = 0,
+    progress: bool = True,
+) -> ScanResult:
+    """Turn VOC scenes into face-crop samples of the given classes."""
+    root = Path(root)
+    images_dir, ann_dir = root / "images", root / "annotations"
+    for d in (root, images_dir, ann_dir):
+        if not d.is_dir():
+            raise DataError(f"VOC directory {root} must contain images/ and annotations/ ({d} is missing)")
+    xmls = sorted(ann_dir.glob("*.xml"))
+    if not xmls:
+        raise DataError(f"VOC directory {root}: no .xml files in annotations/")
+
+    wanted = set(classes)
+
+    def read(xml_path: Path) -> tuple[list[Sample], list[tuple[str, str]], Counter]:
+        skipped: Counter = Counter()
+        try:
+            filename, objects = parse_voc(xml_path)
+        except DataError as e:
+            return [], [(str(xml_path), _reason(e))], skipped
+        image_path = images_dir / filename
+        try:
+            data = image_path.read_bytes()
+            image = decode_image(data, str(image_path))
+        except (ImageReadError, OSError) as e:
+            return [], [(str(image_path), _reason(e))], skipped
+        h, w = image.shape[:2]
+        samples = []
+        for label, box in objects:
+            if label not in wanted:
+                skipped[f"class {label} not trained"] += 1
+                continue
+            if box[3] - box[1] < min_size:
+                skipped[f"face under {min_size} px"] += 1
+                continue
+            grown = expand_box(box, margin, w, h)
+            if grown is None:
+                skipped["box outside the image"] += 1
+                continue
+            face = crop(image, grown)
+            fh, fhm = dhash(face)
+            digest = hashlib.sha256(data + repr(grown).encode()).hexdigest()
+            samples.append(Sample(image_path, label, digest, fh, fhm, box=grown, scene=filename))
+        return samples, [], skipped
+
+    result = ScanResult(samples=[])
+    with ThreadPoolExecutor(_workers(workers)) as pool:
+        for samples, skipped, counts in tqdm(
+            pool.map(read, xmls),
+            total=len(xmls),
+            desc=f"scan {root.name}",
+            unit="scene",
+            disable=not progress,
+        ):
+            result.samples.extend(samples)
+            result.skipped.extend(skipped)
+            result.voc_skipped.update(counts)
+    return result
+
+
+def load_example(sample: Sample, size: int) -> np.ndarray:
+    """The model input for one sample: decode, crop if a scene, preprocess as on the device."""
+    from maskgate.edge.imageio import read_image
+
+    image = read_image(sample.path)
+    if sample.box is not None:
+        image = crop(image, sample.box)
+    return prepare_face(image, size)
+
+
+def merge(*results: ScanResult) -> ScanResult:
+    merged = ScanResult(samples=[])
+    for r in results:
+        merged.samples.extend(r.samples)
+        merged.skipped.extend(r.skipped)
+        merged.voc_skipped.update(r.voc_skipped)
+    return merged
+
+
+def family_of(sample: Sample, pattern: re.Pattern[str] | None) -> str | None:
+    """Family key for pre-augmented copies that no hash can tie to their source photo."""
+    if pattern is None or sample.box is not None:
+        return None
+    m = pattern.search(sample.path.name)
+    return f"{sample.label}/{m.group(0)}" if m else None

@@ -1,0 +1,76 @@
+"""Classification metrics, including the two a gate operator cares about.
+
+FAR (false accept rate): unmasked faces the gate would accept as masked.
+FRR (false reject rate): masked faces the gate would turn away.
+"Masked" means p(with_mask) >= threshold, the decision the device makes, so
+these two follow the threshold while accuracy and the confusion matrix use
+the arg-max class. Pure numpy/scikit-learn: usable for Keras and TFLite models alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from maskgate.edge.labels import MASKED
+
+
+def classification_metrics(
+    y_true: Sequence[int], probs: np.ndarray, class_names: Sequence[str], *, threshold: float = 0.5
+) -> dict[str, Any]:
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+    y_true = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    n_classes = len(class_names)
+    if probs.ndim != 2 or probs.shape != (len(y_true), n_classes):
+        raise ValueError(
+            f"probabilities of shape {probs.shape} do not fit {len(y_true)} labels x {n_classes}"
+        )
+    y_pred = probs.argmax(axis=1)
+    labels = list(range(n_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    result: dict[str, Any] = {
+        "n": int(len(y_true)),
+        "class_names": list(class_names),
+        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
+        "macro_f1": float(np.mean(f1)) if n_classes else 0.0,
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "threshold": threshold,
+    }
+
+    present = np.unique(y_true)
+    try:
+        if n_classes == 2 and len(present) == 2:
+            result["roc_auc"] = float(roc_auc_score(y_true == 0, probs[:, 0]))
+        elif len(present) == n_classes > 2:
+            result["roc_auc"] = float(roc_auc_score(y_true, probs, multi_class="ovr", labels=labels))
+        else:
+            result["roc_auc"] = None
+    except ValueError:
+        result["roc_auc"] = None
+
+    if MASKED in class_names:
+        m = list(class_names).index(MASKED)
+        accept = probs[:, m] >= threshold
+        masked = y_true == m
+        result["far"] = float(accept[~masked].mean()) if (~masked).any() else None
+        result["frr"] = float((~accept[masked]).mean()) if masked.any() else None
+        result["false_accepts"] = int(accept[~masked].sum())
+        result["false_rejects"] = int((~accept[masked]).sum())
+    else:
+        result["far"] = result["frr"] = None
+    return result

@@ -1,0 +1,71 @@
+"""tf.data input pipelines built on the device's own preprocessing.
+
+Images are decoded and resized by ``maskgate.edge`` code (through
+``tf.numpy_function``, in parallel), cached in memory after the first epoch,
+shuffled, batched, augmented and prefetched. Decoding in Python rather than
+with ``tf.io.decode_image`` is deliberate: it is the same code the device
+runs, and it reads the WebP, palette and odd-extension files TF rejects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from .dataset import Sample, load_example
+
+
+def make_dataset(
+    samples: Sequence[Sample],
+    labels: Sequence[int],
+    *,
+    input_size: int,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    augment=None,
+) -> tf.data.Dataset:
+    samples = list(samples)
+
+    def load(index: np.ndarray) -> np.ndarray:
+        return load_example(samples[int(index)], input_size)
+
+    def load_tf(index, label):
+        image = tf.numpy_function(load, [index], tf.uint8, stateful=False)
+        image.set_shape((input_size, input_size, 3))
+        return tf.cast(image, tf.float32), label
+
+    ds = tf.data.Dataset.from_tensor_slices(
+        (np.arange(len(samples), dtype=np.int64), np.asarray(labels, dtype=np.int64))
+    )
+    ds = ds.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    if training:
+        ds = ds.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if training and augment is not None:
+        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def choose_strategy() -> tf.distribute.Strategy:
+    """Scale out without code changes: TF_CONFIG means a worker of a cluster,
+    several local GPUs mean mirroring, anything else the default (one device)."""
+    import os
+
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def predict(model, samples: Sequence[Sample], *, input_size: int, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities for samples, through the same pipeline as training minus augmentation."""
+    if not samples:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+    ds = make_dataset(
+        samples, [0] * len(samples), input_size=input_size, batch_size=batch_size, training=False, seed=0
+    )
+    return model.predict(ds.map(lambda x, y: x), verbose=0)

@@ -1,0 +1,124 @@
+"""Plots and the Markdown report of a run: what a reviewer opens first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; a training box has no display
+import matplotlib.pyplot as plt  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+
+def plot_history(history: Sequence[dict[str, Any]], path: Path) -> None:
+    """Loss and accuracy per epoch, with the start of fine-tuning marked."""
+    epochs = list(range(1, len(history) + 1))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.plot(epochs, [h.get(key) for h in history], "o-", label=f"train {key}")
+        ax.plot(epochs, [h.get(f"val_{key}") for h in history], "o-", label=f"val {key}")
+        starts = [
+            e
+            for e, h, prev in zip(epochs[1:], history[1:], history[:-1], strict=True)
+            if h["phase"] != prev["phase"]
+        ]
+        for s in starts:
+            ax.axvline(s - 0.5, color="grey", linestyle="--", label="fine-tuning starts")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(confusion: list[list[int]], class_names: Sequence[str], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    import numpy as np
+
+    ConfusionMatrixDisplay(np.array(confusion), display_labels=list(class_names)).plot(
+        ax=ax, cmap="Blues", colorbar=False
+    )
+    ax.set_title("test split")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} %"
+
+
+def markdown_report(
+    *,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    counts: dict[str, dict[str, int]],
+    skipped: Sequence[tuple[str, str]],
+    voc_skipped: dict[str, int],
+    errors: Sequence[dict[str, Any]],
+    dataset_hash: str,
+    wall_time_s: float,
+    interrupted: bool,
+    history: Sequence[dict[str, Any]],
+) -> str:
+    names = metrics["class_names"]
+    lines = [
+        "# maskgate training run",
+        "",
+        "**Interrupted**: training was stopped by the user; the best checkpoint so far was evaluated."
+        if interrupted
+        else "",
+        "## Test split",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        f"| accuracy | {_pct(metrics['accuracy'])} |",
+        f"| FAR (unmasked accepted) | {_pct(metrics.get('far'))} ({metrics.get('false_accepts', 'n/a')}) |",
+        f"| FRR (masked rejected) | {_pct(metrics.get('frr'))} ({metrics.get('false_rejects', 'n/a')}) |",
+        f"| ROC-AUC | {metrics['roc_auc']:.5f} |"
+        if metrics.get("roc_auc") is not None
+        else "| ROC-AUC | n/a |",
+        f"| macro F1 | {metrics['macro_f1']:.4f} |",
+        f"| images | {metrics['n']} |",
+        f"| decision threshold | {metrics['threshold']} |",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for n in names:
+        c = metrics["per_class"][n]
+        lines.append(f"| {n} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
+    lines += ["", "![confusion matrix](confusion.png)", "", "![training curves](curves.png)", ""]
+    lines += ["## Data", "", f"Dataset content hash (SHA-256): `{dataset_hash}`", ""]
+    lines += ["| split | " + " | ".join(names) + " | total |", "| --- |" + " --- |" * (len(names) + 1)]
+    for split, per in counts.items():
+        lines.append(
+            f"| {split} | " + " | ".join(str(per.get(n, 0)) for n in names) + f" | {sum(per.values())} |"
+        )
+    lines += ["", f"Skipped files: {len(skipped)}", ""]
+    lines += [f"- `{p}`: {r}" for p, r in skipped[:200]]
+    if voc_skipped:
+        lines += ["", "VOC boxes left out: " + ", ".join(f"{r}: {n}" for r, n in sorted(voc_skipped.items()))]
+    lines += ["", "## Training", "", f"Wall time: {wall_time_s / 60:.1f} min, {len(history)} epochs.", ""]
+    lines += ["| epoch | phase | loss | accuracy | val_loss | val_accuracy | lr |", "| --- |" + " --- |" * 6]
+    for i, h in enumerate(history, 1):
+        lines.append(
+            f"| {i} | {h['phase']} | {h['loss']:.4f} | {h['accuracy']:.4f} | "
+            f"{h['val_loss']:.4f} | {h['val_accuracy']:.4f} | {h['learning_rate']:.2e} |"
+        )
+    lines += ["", f"## Misclassified test images ({len(errors)})", ""]
+    lines += [
+        f"- `{e['path']}`{' box ' + str(e['box']) if e['box'] else ''}: true {e['label']}, "
+        f"predicted {e['predicted']} ({e['score']:.3f})"
+        for e in errors[:100]
+    ]
+    lines += ["", "## Configuration", "", "```json"]
+    import json
+
+    lines += [json.dumps(config, indent=2, default=str), "```", ""]
+    return "\n".join(line for line in lines) + "\n"

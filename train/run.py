@@ -1,0 +1,381 @@
+"""One training run, from a data folder to a complete run directory.
+
+Order matters for the user: every check that can fail on their input (paths,
+classes, split sizes, weights) runs before TensorFlow is imported and before
+anything is written, and the run directory appears only when it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from maskgate.edge import atomic, fetch, preprocess, sysinfo
+from maskgate.edge.errors import ConfigError, DataError, OutputExistsError
+
+from .config import TrainConfig
+from .dataset import content_hash, merge, scan_folder, scan_voc
+from .split import split_counts, split_samples, write_manifest
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_weights(cfg: TrainConfig) -> Path | None:
+    from .model import IMAGENET_WEIGHTS
+
+    if cfg.weights == "none":
+        return None
+    if cfg.weights == "imagenet":
+        if cfg.alpha != 1.0:
+            raise ConfigError(
+                f"--alpha {cfg.alpha}: only alpha 1.0 ImageNet weights are in the model manifest; "
+                "pass --weights PATH or --weights none"
+            )
+        return fetch.ensure(IMAGENET_WEIGHTS)
+    path = Path(cfg.weights)
+    if not path.is_file():
+        raise ConfigError(f"--weights {path}: no such file (use 'imagenet', 'none' or a path)")
+    return path
+
+
+def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = True) -> Path:
+    """Run training as configured; return the finished run directory."""
+    started = time.monotonic()
+    if cfg.out.exists():
+        raise OutputExistsError(f"output directory {cfg.out} already exists; choose another --out")
+
+    scan = scan_folder(cfg.data, max_per_class=cfg.max_per_class, workers=cfg.workers, progress=progress)
+    classes = scan.classes
+    if len(classes) < 2:
+        raise DataError(f"{cfg.data} has one class ({classes[0]}); training needs at least two class folders")
+    roots = {"data": cfg.data}
+    if cfg.voc is not None:
+        voc = scan_voc(
+            cfg.voc,
+            classes=classes,
+            margin=cfg.voc_margin,
+            min_size=cfg.voc_min_size,
+            workers=cfg.workers,
+            progress=progress,
+        )
+        scan = merge(scan, voc)
+        roots["voc"] = cfg.voc
+    samples = scan.samples
+    split = split_samples(
+        samples,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+        near_duplicate_bits=cfg.near_duplicate_bits,
+        family_pattern=cfg.family_pattern or None,
+    )
+    counts = split_counts(samples, split)
+    _log_counts(counts, classes, len(set(split.groups)), scan.skipped)
+    weights = resolve_weights(cfg)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from . import model as model_lib
+    from . import report  # noqa: F401 - loaded now so a long run finishes with the code it started with
+    from .metrics import classification_metrics
+    from .pipeline import choose_strategy, make_dataset, predict
+
+    keras.utils.set_random_seed(cfg.seed)
+    index = {c: i for i, c in enumerate(classes)}
+    parts = {name: split.indices(name) for name in ("train", "val", "test")}
+    subset = {name: [samples[i] for i in idx] for name, idx in parts.items()}
+    labels = {name: [index[s.label] for s in subset[name]] for name in parts}
+
+    strategy = choose_strategy()
+    with atomic.staged_dir(cfg.out) as run:
+        checkpoint = run / "checkpoint.keras"
+        ds_kwargs = dict(input_size=cfg.input_size, batch_size=cfg.batch_size, seed=cfg.seed)
+        train_ds = make_dataset(
+            subset["train"],
+            labels["train"],
+            training=True,
+            augment=model_lib.augmentation(cfg.seed),
+            **ds_kwargs,
+        )
+        val_ds = make_dataset(subset["val"], labels["val"], training=False, **ds_kwargs)
+
+        with strategy.scope():
+            model = model_lib.build_classifier(
+                len(classes),
+                input_size=cfg.input_size,
+                alpha=cfg.alpha,
+                weights=weights,
+                dense_units=cfg.dense_units,
+                dropout=cfg.dropout,
+            )
+        class_weight = _class_weights(labels["train"], len(classes)) if cfg.class_weights else None
+        log = _EpochLog(keras)
+        best = _BestCheckpoint(keras, checkpoint)
+        extra = list(callbacks or [])
+
+        def fit(phase: str, epochs: int, lr: float) -> None:
+            log.phase = phase
+            with strategy.scope():
+                model.compile(
+                    optimizer=keras.optimizers.Adam(lr),
+                    loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy"],
+                )
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=epochs,
+                class_weight=class_weight,
+                verbose=(1 if sys.stderr.isatty() else 2) if progress else 0,
+                callbacks=[
+                    log,
+                    best,
+                    keras.callbacks.EarlyStopping(
+                        monitor="val_loss", patience=cfg.patience, restore_best_weights=True
+                    ),
+                    keras.callbacks.ReduceLROnPlateau(
+                        monitor="val_loss", factor=0.5, patience=cfg.lr_patience, min_lr=1e-7
+                    ),
+                    *extra,
+                ],
+            )
+
+        interrupted = False
+        try:
+            if cfg.epochs:
+                logger.info("phase 1: training the head, backbone frozen (%d epochs at most)", cfg.epochs)
+                fit("head", cfg.epochs, cfg.learning_rate)
+            if cfg.fine_tune_epochs and cfg.fine_tune_blocks:
+                if best.saved:
+                    model.load_weights(checkpoint)
+                n = model_lib.unfreeze_top(model, cfg.fine_tune_blocks)
+                logger.info(
+                    "phase 2: fine-tuning the top %d blocks (%d layers), lr %g",
+                    cfg.fine_tune_blocks,
+                    n,
+                    cfg.fine_tune_learning_rate,
+                )
+                fit("fine-tune", cfg.fine_tune_epochs, cfg.fine_tune_learning_rate)
+        except KeyboardInterrupt:
+            if not best.saved:
+                raise
+            interrupted = True
+            logger.warning("interrupted: evaluating the best checkpoint so far (Ctrl-C again aborts)")
+
+        final = keras.models.load_model(checkpoint) if best.saved else model
+        probs = predict(final, subset["test"], input_size=cfg.input_size, batch_size=cfg.batch_size)
+        metrics = classification_metrics(labels["test"], probs, classes, threshold=cfg.threshold)
+        errors = _misclassified(subset["test"], labels["test"], probs, classes, roots)
+        history = log.records
+        wall = time.monotonic() - started
+        dataset_hash = content_hash(samples, list(roots.values()))
+
+        final.save(run / "model.keras")
+        checkpoint.unlink(missing_ok=True)
+        _write_outputs(
+            run,
+            cfg=cfg,
+            classes=classes,
+            metrics=metrics,
+            counts=counts,
+            scan=scan,
+            split=split,
+            samples=samples,
+            roots=roots,
+            history=history,
+            errors=errors,
+            dataset_hash=dataset_hash,
+            wall=wall,
+            interrupted=interrupted,
+            weights=weights,
+        )
+    logger.info(
+        "test accuracy %.4f, FAR %.4f, FRR %.4f on %d images; run written to %s (%.1f min)",
+        metrics["accuracy"],
+        metrics["far"] or 0.0,
+        metrics["frr"] or 0.0,
+        metrics["n"],
+        cfg.out,
+        wall / 60,
+    )
+    return cfg.out
+
+
+def _log_counts(counts, classes, groups, skipped) -> None:
+    width = max(len(c) for c in classes)
+    logger.info("split (images; %d photo groups):", groups)
+    logger.info("  %-*s %7s %7s %7s", width, "class", "train", "val", "test")
+    for c in classes:
+        logger.info("  %-*s %7d %7d %7d", width, c, counts["train"][c], counts["val"][c], counts["test"][c])
+    if skipped:
+        logger.warning(
+            "skipped %d unreadable file(s); listed in report.md, e.g. %s (%s)",
+            len(skipped),
+            skipped[0][0],
+            skipped[0][1],
+        )
+
+
+def _class_weights(labels: list[int], n: int) -> dict[int, float]:
+    c = Counter(labels)
+    total = len(labels)
+    return {i: total / (n * c[i]) if c[i] else 0.0 for i in range(n)}
+
+
+def _misclassified(samples, labels, probs, classes, roots) -> list[dict[str, Any]]:
+    from .dataset import _relative
+
+    out = []
+    for s, y, p in zip(samples, labels, probs, strict=True):
+        k = int(p.argmax())
+        if k != y:
+            out.append(
+                {
+                    "path": _relative(s.path, list(roots.values())),
+                    "box": list(s.box) if s.box else None,
+                    "label": classes[y],
+                    "predicted": classes[k],
+                    "score": float(p[k]),
+                }
+            )
+    return out
+
+
+def _write_outputs(
+    run: Path,
+    *,
+    cfg,
+    classes,
+    metrics,
+    counts,
+    scan,
+    split,
+    samples,
+    roots,
+    history,
+    errors,
+    dataset_hash,
+    wall,
+    interrupted,
+    weights,
+) -> None:
+    from . import report
+
+    def dump(name: str, obj: Any) -> None:
+        atomic.write_text(run / name, json.dumps(obj, indent=2, default=str) + "\n")
+
+    config = cfg.model_dump(mode="json") | {
+        "classes": classes,
+        "weights_file": str(weights) if weights else None,
+        "weights_sha256": fetch.digest(weights.read_bytes()) if weights else None,
+        "preprocessing": preprocess.describe(cfg.input_size),
+        "command": shlex.join(["maskgate", *sys.argv[1:]])
+        if sys.argv and "maskgate" in sys.argv[0]
+        else None,
+    }
+    atomic.write_text(run / "labels.txt", "\n".join(classes) + "\n")
+    dump(
+        "metrics.json",
+        metrics
+        | {
+            "split": "test",
+            "interrupted": interrupted,
+            "epochs": len(history),
+            "wall_time_s": round(wall, 1),
+            "misclassified": errors,
+        },
+    )
+    dump("config.json", config)
+    dump("environment.json", {"libraries": sysinfo.library_versions(), "machine": sysinfo.machine()})
+    dump(
+        "dataset.json",
+        {
+            "content_hash": dataset_hash,
+            "counts": counts,
+            "skipped": scan.skipped,
+            "voc_skipped": dict(scan.voc_skipped),
+            "roots": {k: str(v) for k, v in roots.items()},
+        },
+    )
+    write_manifest(run / "split.json", samples, split, roots=roots, seed=cfg.seed)
+    if history:
+        keys = list(history[0])
+        rows = [",".join(keys)] + [",".join(str(h[k]) for k in keys) for h in history]
+        atomic.write_text(run / "history.csv", "\n".join(rows) + "\n")
+        report.plot_history(history, run / "curves.png")
+    report.plot_confusion(metrics["confusion"], classes, run / "confusion.png")
+    atomic.write_text(
+        run / "report.md",
+        report.markdown_report(
+            config=config,
+            metrics=metrics,
+            counts=counts,
+            skipped=scan.skipped,
+            voc_skipped=dict(scan.voc_skipped),
+            errors=errors,
+            dataset_hash=dataset_hash,
+            wall_time_s=wall,
+            interrupted=interrupted,
+            history=history,
+        ),
+    )
+
+
+def _EpochLog(keras):  # noqa: N802 - factory: keras is imported lazily
+    class EpochLog(keras.callbacks.Callback):
+        """Per-epoch metrics across both phases, with phase and learning rate."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.phase = ""
+            self.records: list[dict[str, Any]] = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            self.records.append(
+                {
+                    "phase": self.phase,
+                    "loss": float(logs.get("loss", "nan")),
+                    "accuracy": float(logs.get("accuracy", "nan")),
+                    "val_loss": float(logs.get("val_loss", "nan")),
+                    "val_accuracy": float(logs.get("val_accuracy", "nan")),
+                    "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+                }
+            )
+
+    return EpochLog()
+
+
+def _BestCheckpoint(keras, path: Path):  # noqa: N802
+    class BestCheckpoint(keras.callbacks.Callback):
+        """Saves the model whenever val_loss beats every earlier epoch of *both* phases.
+
+        Keras's ModelCheckpoint forgets its best value between ``fit`` calls, so
+        the first fine-tuning epoch would overwrite a better head-only model.
+        Written under a temporary name and renamed, so Ctrl-C never truncates it.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.best = float("inf")
+            self.saved = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get("val_loss")
+            if value is None or not value < self.best:
+                return
+            self.best = float(value)
+            tmp = path.with_name(".tmp-" + path.name)
+            self.model.save(tmp)
+            os.replace(tmp, path)
+            self.saved = True
+
+    return BestCheckpoint()
