@@ -110,3 +110,24 @@ def test_help_lists_every_training_option():
 
     for name in TrainConfig.model_fields:
         assert "--" + name.replace("_", "-") in r.stdout
+
+
+def test_weights_that_do_not_fit(tmp_path, out, shared_models):
+    """Real ImageNet alpha-1.0 weights offered to an alpha-0.35 model: one line, no run left."""
+    root = make_faces(tmp_path / "f", per_class=5, messy=False)
+    weights = shared_models / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    r = maskgate(
+        "train",
+        "--data",
+        str(root),
+        "--out",
+        str(out),
+        "--alpha",
+        "0.35",
+        "--input-size",
+        "32",
+        "--weights",
+        str(weights),
+    )
+    assert_one_line_error(r, "does not fit MobileNetV2 alpha=0.35")
+    _assert_nothing_written(out)

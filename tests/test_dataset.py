@@ -164,9 +164,9 @@ def test_voc_bad_xml_and_missing_image_are_skipped(voc_dir):
 
 def test_content_hash_changes_with_any_file(faces_dir):
     r = scan_folder(faces_dir, progress=False)
-    h1 = content_hash(r.samples, [faces_dir])
-    assert h1 == content_hash(list(reversed(r.samples)), [faces_dir])
+    h1 = content_hash(r.samples, {"data": faces_dir})
+    assert h1 == content_hash(list(reversed(r.samples)), {"data": faces_dir})
     img = faces_dir / "with_mask" / "001.jpg"
     img.write_bytes(img.read_bytes() + b"\0")
-    assert content_hash(scan_folder(faces_dir, progress=False).samples, [faces_dir]) != h1
+    assert content_hash(scan_folder(faces_dir, progress=False).samples, {"data": faces_dir}) != h1
     assert np.ndim(h1) == 0 and len(h1) == 64

@@ -288,3 +288,48 @@ def test_training_pipeline_feeds_the_shared_preprocessing(tmp_path):
     batch = next(iter(ds))[0].numpy()
     expected = np.stack([prepare_face(read_image(s.path), 40) for s in samples]).astype(np.float32)
     assert np.array_equal(batch, expected)
+
+
+def test_multi_worker_strategy_from_tf_config(tmp_path):
+    """TF_CONFIG selects MultiWorkerMirroredStrategy; a one-worker cluster on loopback trains and
+    its chief writes the run. Run in a fresh process: a strategy cannot be undone in-process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    faces = make_faces(tmp_path / "faces", per_class=8, messy=False)
+    tf_config = json.dumps(
+        {"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}}
+    )
+    env = os.environ | {"TF_CONFIG": tf_config}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "maskgate.edge.cli",
+            "train",
+            "--data",
+            str(faces),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--fine-tune-epochs",
+            "0",
+            *TINY,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "distribution: MultiWorkerMirroredStrategy, 1 replica(s)" in r.stderr
+    assert (tmp_path / "run" / "model.keras").is_file()

@@ -14,7 +14,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +39,6 @@ class Sample:
     dhash_mirror: int  # the same of its mirror image: flipped copies are one photo
     box: Box | None = None  # a VOC face box, already grown by the margin and clamped
     scene: str | None = None  # VOC scenes: crops of one scene share a group
-
-    @property
-    def key(self) -> str:
-        return f"{self.path}#{','.join(map(str, self.box))}" if self.box else str(self.path)
 
 
 @dataclass
@@ -77,23 +73,29 @@ def dhash(image_bgr: np.ndarray) -> tuple[int, int]:
     return bits(small), bits(small[:, ::-1])
 
 
-def content_hash(samples: Iterable[Sample], roots: Sequence[Path]) -> str:
+def content_hash(samples: Iterable[Sample], roots: Mapping[str, Path]) -> str:
     """SHA-256 over sorted (relative path, box, label, file digest): names the data a run saw."""
     lines = []
     for s in samples:
-        rel = _relative(s.path, roots)
+        _, rel = locate(s.path, roots)
         box = ",".join(map(str, s.box)) if s.box else ""
         lines.append(f"{rel}\t{box}\t{s.label}\t{s.sha256}")
     return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
 
 
-def _relative(path: Path, roots: Sequence[Path]) -> str:
-    for root in roots:
+def locate(path: Path, roots: Mapping[str, Path]) -> tuple[str, str]:
+    """The name of the root ``path`` lies under and its POSIX path relative to it.
+
+    Reports and manifests name files this way, so they stay valid when the
+    data moves and carry no absolute paths of the machine that trained.
+    """
+    resolved = path.resolve()
+    for name, root in roots.items():
         try:
-            return path.resolve().relative_to(root.resolve()).as_posix()
+            return name, resolved.relative_to(root.resolve()).as_posix()
         except ValueError:
             continue
-    return path.as_posix()
+    return "", path.as_posix()
 
 
 def _files_below(folder: Path) -> list[Path]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ def resolve_model(path: Path) -> tuple[Path, list[str]]:
 
 
 def load_keras_model(path: Path):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     try:

@@ -18,8 +18,9 @@ from keras import layers
 from maskgate.edge.errors import ModelFileError
 from maskgate.edge.preprocess import INPUT_OFFSET, INPUT_SCALE
 
+from .config import IMAGENET_WEIGHTS  # noqa: F401 - re-exported: the weights this model is built for
+
 BACKBONE = "mobilenetv2"
-IMAGENET_WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 
 def build_classifier(

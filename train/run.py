@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 from maskgate.edge import atomic, fetch, preprocess, sysinfo
 from maskgate.edge.errors import ConfigError, DataError, OutputExistsError
 
-from .config import TrainConfig
+from .config import IMAGENET_WEIGHTS, TrainConfig
 from .dataset import content_hash, merge, scan_folder, scan_voc
 from .split import split_counts, split_samples, write_manifest
 
@@ -28,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_weights(cfg: TrainConfig) -> Path | None:
-    from .model import IMAGENET_WEIGHTS
-
     if cfg.weights == "none":
         return None
     if cfg.weights == "imagenet":
@@ -80,13 +80,12 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
     _log_counts(counts, classes, len(set(split.groups)), scan.skipped)
     weights = resolve_weights(cfg)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     from . import model as model_lib
     from . import report  # noqa: F401 - loaded now so a long run finishes with the code it started with
     from .metrics import classification_metrics
-    from .pipeline import choose_strategy, make_dataset, predict
+    from .pipeline import choose_strategy, is_chief, make_dataset, predict, strategy_name
 
     keras.utils.set_random_seed(cfg.seed)
     index = {c: i for i, c in enumerate(classes)}
@@ -95,7 +94,16 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
     labels = {name: [index[s.label] for s in subset[name]] for name in parts}
 
     strategy = choose_strategy()
-    with atomic.staged_dir(cfg.out) as run:
+    chief = is_chief(strategy)
+    logger.info(
+        "distribution: %s, %d replica(s)%s",
+        strategy_name(strategy),
+        strategy.num_replicas_in_sync,
+        "" if chief else " (not the chief: this worker's outputs are discarded)",
+    )
+    # Other workers of a cluster train in step with the chief but write into a scratch copy.
+    out = cfg.out if chief else Path(tempfile.mkdtemp(prefix="maskgate-worker-")) / cfg.out.name
+    with atomic.staged_dir(out) as run:
         checkpoint = run / "checkpoint.keras"
         ds_kwargs = dict(input_size=cfg.input_size, batch_size=cfg.batch_size, seed=cfg.seed)
         train_ds = make_dataset(
@@ -134,6 +142,7 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
                 validation_data=val_ds,
                 epochs=epochs,
                 class_weight=class_weight,
+                shuffle=False,  # the dataset shuffles itself
                 verbose=(1 if sys.stderr.isatty() else 2) if progress else 0,
                 callbacks=[
                     log,
@@ -176,7 +185,7 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
         errors = _misclassified(subset["test"], labels["test"], probs, classes, roots)
         history = log.records
         wall = time.monotonic() - started
-        dataset_hash = content_hash(samples, list(roots.values()))
+        dataset_hash = content_hash(samples, roots)
 
         final.save(run / "model.keras")
         checkpoint.unlink(missing_ok=True)
@@ -197,6 +206,9 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
             interrupted=interrupted,
             weights=weights,
         )
+    if not chief:
+        shutil.rmtree(out.parent, ignore_errors=True)
+        return cfg.out
     logger.info(
         "test accuracy %.4f, FAR %.4f, FRR %.4f on %d images; run written to %s (%.1f min)",
         metrics["accuracy"],
@@ -231,7 +243,7 @@ def _class_weights(labels: list[int], n: int) -> dict[int, float]:
 
 
 def _misclassified(samples, labels, probs, classes, roots) -> list[dict[str, Any]]:
-    from .dataset import _relative
+    from .dataset import locate
 
     out = []
     for s, y, p in zip(samples, labels, probs, strict=True):
@@ -239,7 +251,7 @@ def _misclassified(samples, labels, probs, classes, roots) -> list[dict[str, Any
         if k != y:
             out.append(
                 {
-                    "path": _relative(s.path, list(roots.values())),
+                    "path": locate(s.path, roots)[1],
                     "box": list(s.box) if s.box else None,
                     "label": classes[y],
                     "predicted": classes[k],

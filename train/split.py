@@ -22,7 +22,7 @@ import numpy as np
 from maskgate.edge.errors import DataError
 from maskgate.edge.labels import order_classes
 
-from .dataset import Sample, _relative, family_of
+from .dataset import Sample, family_of, locate
 
 SPLITS = ("train", "val", "test")
 
@@ -155,13 +155,13 @@ def write_manifest(
     """The split as JSON: enough to rebuild each split's examples from the data roots."""
     from maskgate.edge import atomic
 
-    root_list = list(roots.values())
     rows = []
     for s, a, g in zip(samples, split.assignment, split.groups, strict=True):
+        root, rel = locate(s.path, roots)
         rows.append(
             {
-                "path": _relative(s.path, root_list),
-                "root": _root_name(s.path, roots),
+                "path": rel,
+                "root": root,
                 "box": list(s.box) if s.box else None,
                 "label": s.label,
                 "split": a,
@@ -177,16 +177,6 @@ def write_manifest(
         "samples": rows,
     }
     atomic.write_text(path, json.dumps(doc, indent=1) + "\n")
-
-
-def _root_name(path: Path, roots: dict[str, Path]) -> str:
-    for name, root in roots.items():
-        try:
-            path.resolve().relative_to(root.resolve())
-            return name
-        except ValueError:
-            continue
-    return ""
 
 
 def read_manifest(path: Path, split: str | None = None) -> list[tuple[Path, str, tuple | None]]:
