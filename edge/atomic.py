@@ -25,6 +25,7 @@ def write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode(0o666))  # mkstemp's 0600 would hide the file from a service user
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -34,6 +35,23 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def check_creatable(path: Path, what: str) -> None:
+    """Fail early, before minutes of work, if ``path`` could not be created."""
+    from .errors import ConfigError
+
+    parent = Path(path).absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: cannot be created, {parent} is not a writable directory")
+
+
+def _umask_mode(mode: int) -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
 
 
 @contextlib.contextmanager
@@ -48,6 +66,7 @@ def staged_dir(final: Path) -> Iterator[Path]:
         raise OutputExistsError(f"output {final} already exists; choose another path or remove it")
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    os.chmod(staging, _umask_mode(0o777))
     try:
         yield staging
         if final.exists():

@@ -1,9 +1,13 @@
 """The ``maskgate`` command.
 
-Each subcommand imports its implementation only when it runs, so the edge
-commands never load TensorFlow and ``maskgate --help`` is instant. A
-``MaskgateError`` ends the program with one line on stderr and exit status 2;
-anything else is a bug and keeps its traceback.
+Subcommands import their implementation only when they run, so the edge
+commands never load TensorFlow and ``maskgate --help`` is quick. Stages
+other than edge add their subcommands through the ``maskgate.commands``
+entry-point group (see pyproject.toml): edge/ never imports train/ or
+convert/, they register with it.
+
+A ``MaskgateError`` ends the program with one line on stderr and exit
+status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 import types
 import typing
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from .errors import ConfigError, MaskgateError
@@ -22,6 +27,14 @@ logger = logging.getLogger("maskgate")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+COMMAND_GROUP = "maskgate.commands"
+
+# Which extra brings a module, for the one-line hint when it is missing.
+EXTRA_OF = {
+    "tensorflow": "train", "keras": "train", "sklearn": "train", "matplotlib": "train", "h5py": "train",
+    "cv2": "edge", "PIL": "edge", "gpiozero": "edge", "ai_edge_litert": "edge", "tflite_runtime": "edge",
+    "picamera2": "pi", "lgpio": "pi",
+}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,6 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MaskgateError as e:
         print(f"maskgate: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except ModuleNotFoundError as e:
+        extra = EXTRA_OF.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"maskgate: error: '{args.command}' needs the module {e.name}: pip install 'maskgate[{extra}]'",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("maskgate: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -41,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="maskgate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="maskgate",
+        description="Face-mask gate for Raspberry Pi-class boards: train, convert, run, benchmark.",
+    )
     parser.add_argument("--version", action="version", version=f"maskgate {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
@@ -51,71 +76,54 @@ def build_parser() -> argparse.ArgumentParser:
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     p = msub.add_parser("fetch", help="copy or download every manifest file into the cache, verified")
     p.add_argument("--mirror", type=Path, help="local folder holding the files (default $MASKGATE_MIRROR)")
-    p.add_argument("--manifest", type=Path, help="manifest to use (default models/manifest.toml)")
+    p.add_argument("--manifest", type=Path, help="manifest to use (default: the one shipped in models/)")
     p.set_defaults(handler=_models_fetch)
     p = msub.add_parser("list", help="show each manifest file and whether the cache holds it verified")
-    p.add_argument("--manifest", type=Path, help="manifest to use (default models/manifest.toml)")
+    p.add_argument("--manifest", type=Path, help="manifest to use (default: the one shipped in models/)")
     p.set_defaults(handler=_models_list)
 
-    from maskgate.train.config import TrainConfig
-
-    p = sub.add_parser(
-        "train",
-        help="fine-tune MobileNetV2 on a folder of face images",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_model_options(p, TrainConfig, required=("data", "out"))
-    p.set_defaults(handler=_train, config_model=TrainConfig)
-
-    p = sub.add_parser("evaluate", help="score a trained model on a folder of face images")
-    p.add_argument("--model", type=Path, required=True, help="run directory or .keras file")
-    p.add_argument("--data", type=Path, required=True, help="folder with one subfolder per class")
-    p.add_argument("--json", type=Path, required=True, help="where to write the metrics")
-    p.add_argument("--threshold", type=float, default=0.5, help="p(with_mask) the gate counts as masked")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.set_defaults(handler=_evaluate)
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
     return parser
 
 
 def add_model_options(parser: argparse.ArgumentParser, model, *, required: Sequence[str] = ()) -> None:
-    """One ``--kebab-case`` option per pydantic field; the model stays the one source of
-    defaults, bounds and help. Values are passed through as given and validated by the model."""
+    """One ``--kebab-case`` option per pydantic field.
+
+    The model stays the one source of defaults, bounds and help; values are
+    passed through as given and validated by the model (``config_from_args``).
+    A field may name its own flag with ``json_schema_extra={"flag": "--x"}``.
+    """
     for name, field in model.model_fields.items():
-        flag = "--" + name.replace("_", "-")
+        flag = _flag(name, field)
         help_text = field.description or ""
         if name in required:
             parser.add_argument(flag, dest=name, required=True, help=help_text, metavar=name.upper())
             continue
-        if _is_bool(field.annotation):
-            parser.add_argument(
-                flag,
-                dest=name,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=f"{help_text} (default: {field.default})",
-            )
+        default = "" if field.default is None else f" (default: {field.default})"
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text + default)  # fmt: skip
         else:
-            parser.add_argument(
-                flag,
-                dest=name,
-                default=argparse.SUPPRESS,
-                metavar=_metavar(field.annotation),
-                help=f"{help_text} (default: {field.default})",
-            )
+            parser.add_argument(flag, dest=name, default=argparse.SUPPRESS,
+                                metavar=_metavar(field.annotation), help=help_text + default)  # fmt: skip
 
 
-def _is_bool(annotation) -> bool:
-    return annotation is bool
+def _flag(name: str, field) -> str:
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return extra.get("flag") or "--" + name.replace("_", "-")
 
 
 def _metavar(annotation) -> str:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     base = args[0] if isinstance(annotation, types.UnionType) and args else annotation
+    if typing.get_origin(base) is typing.Literal:
+        return "{" + ",".join(map(str, typing.get_args(base))) + "}"
     return {int: "N", float: "X", Path: "PATH", str: "TEXT"}.get(base, "VALUE")
 
 
 def config_from_args(model, args: argparse.Namespace):
-    """Validate the parsed options into ``model``; the first problem becomes one line naming the flag."""
+    """Validate parsed options into ``model``; the first problem becomes one line naming its flag."""
     from pydantic import ValidationError
 
     values = {k: getattr(args, k) for k in model.model_fields if hasattr(args, k)}
@@ -124,7 +132,7 @@ def config_from_args(model, args: argparse.Namespace):
     except ValidationError as e:
         err = e.errors()[0]
         loc = err["loc"]
-        where = "--" + str(loc[0]).replace("_", "-") if loc else "options"
+        where = _flag(str(loc[0]), model.model_fields[loc[0]]) if loc else "options"
         raise ConfigError(f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
@@ -159,30 +167,6 @@ def _models_list(args: argparse.Namespace) -> int:
     for item in fetch.load_manifest(args.manifest).values():
         state = "verified" if fetch.is_cached(item) else "missing"
         print(f"{item.name}: {state} — {item.purpose} [{item.license}]")
-    return 0
-
-
-def _train(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args.config_model, args)
-    from maskgate.train.run import train
-
-    train(cfg, progress=args.quiet == 0)
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    if not 0.0 < args.threshold < 1.0:
-        raise ConfigError(f"--threshold {args.threshold}: must be between 0 and 1")
-    from maskgate.train.evaluate import evaluate, write_json
-
-    metrics = evaluate(
-        args.model, args.data, threshold=args.threshold, batch_size=args.batch_size, progress=args.quiet == 0
-    )
-    write_json(metrics, args.json)
-    print(
-        f"accuracy {metrics['accuracy']:.4f}  FAR {metrics['far']}  FRR {metrics['frr']}  "
-        f"n {metrics['n']}  -> {args.json}"
-    )
     return 0
 
 

@@ -9,10 +9,11 @@ cache atomically, so a half-downloaded file can never be mistaken for a good one
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
+import re
 import tomllib
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from enum import StrEnum
@@ -61,15 +62,23 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelFile]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise FetchError(f"model manifest {path} not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise FetchError(f"model manifest {path} cannot be read: {getattr(e, 'strerror', None) or e}") from e
     except tomllib.TOMLDecodeError as e:
         raise FetchError(f"model manifest {path} is not valid TOML: {e}") from e
     files: dict[str, ModelFile] = {}
     for i, entry in enumerate(data.get("file", [])):
         try:
-            digests = entry["sha256"]
-            digests = (digests,) if isinstance(digests, str) else tuple(digests)
+            name, digests = entry["name"], entry["sha256"]
+            digests = [digests] if isinstance(digests, str) else list(digests)
+            if not digests or not all(
+                isinstance(d, str) and re.fullmatch(r"[0-9a-fA-F]{64}", d) for d in digests
+            ):
+                raise FetchError(
+                    f"model manifest {path}: {name} needs sha256 as 64 hex digits (or a list of them)"
+                )
             item = ModelFile(
-                name=entry["name"],
+                name=name,
                 url=entry["url"],
                 sha256=tuple(d.lower() for d in digests),
                 license=entry["license"],
@@ -140,7 +149,12 @@ def fetch_one(
         )
     if item.text:
         data = data.replace(b"\r\n", b"\n")
-    atomic.write_bytes(target, data)
+    try:
+        atomic.write_bytes(target, data)
+    except OSError as e:
+        raise FetchError(
+            f"{item.name}: cannot write the cache {target.parent} ({e.strerror or e}); set {CACHE_ENV}"
+        ) from e
     logger.debug("%s: %s", item.name, state.value)
     return target, state
 
@@ -149,7 +163,7 @@ def _download(item: ModelFile) -> bytes:
     try:
         with urllib.request.urlopen(item.url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             return response.read()
-    except (urllib.error.URLError, TimeoutError, OSError) as e:
+    except (OSError, http.client.HTTPException, ValueError) as e:  # URLError and timeouts are OSErrors
         reason = getattr(e, "reason", e)
         raise FetchError(
             f"{item.name}: cannot download {item.url} ({reason}); "

@@ -25,7 +25,10 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     import cv2
 
     buf = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    # JPEG has no alpha or 16-bit data, and IMREAD_COLOR applies its EXIF orientation, which
+    # IMREAD_UNCHANGED ignores: a phone photo must not train sideways.
+    flags = cv2.IMREAD_COLOR if data[:2] == b"\xff\xd8" else cv2.IMREAD_UNCHANGED
+    image = cv2.imdecode(buf, flags) if buf.size else None
     if image is None:
         image = _decode_with_pillow(data, name)
     return _to_bgr8(image, name)
@@ -43,12 +46,12 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
     import io
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            rgba = im.convert("RGBA")
+            rgba = ImageOps.exif_transpose(im).convert("RGBA")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ImageReadError(f"{name}: not a readable image ({e.__class__.__name__})") from e
     arr = np.asarray(rgba)

@@ -74,6 +74,9 @@ def test_existing_output_directory(tmp_path, out):
         (["--epochs", "many"], ["--epochs", "valid integer"]),
         (["--weights", "/no/such.h5"], ["--weights", "no such file"]),
         (["--alpha", "0.5"], ["--alpha 0.5", "only alpha 1.0"]),
+        (["--family-pattern", "(unclosed"], ["--family-pattern", "not a valid regular expression"]),
+        (["--epochs", "0", "--fine-tune-blocks", "0"], ["nothing to train"]),
+        (["--patience", "2", "--lr-patience", "2"], ["--lr-patience must be below --patience"]),
     ],
 )
 def test_bad_options_name_the_flag(tmp_path, out, args, fragments):

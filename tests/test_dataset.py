@@ -25,8 +25,11 @@ def test_scan_reads_all_formats_and_reports_unreadable(faces_dir):
 
 
 def test_scan_limits_images_per_class(faces_dir):
-    r = scan_folder(faces_dir, max_per_class=5, progress=False)
-    assert sum(r.counts().values()) <= 10
+    a = scan_folder(faces_dir, max_per_class=5, seed=1, progress=False)
+    assert len(a.samples) + len(a.skipped) == 10  # five files drawn per class, read or skipped
+    assert all(n <= 5 for n in a.counts().values())
+    b = scan_folder(faces_dir, max_per_class=5, seed=2, progress=False)
+    assert {s.path for s in a.samples} != {s.path for s in b.samples}  # the seed picks the subset
 
 
 @pytest.mark.parametrize(
@@ -170,3 +173,33 @@ def test_content_hash_changes_with_any_file(faces_dir):
     img.write_bytes(img.read_bytes() + b"\0")
     assert content_hash(scan_folder(faces_dir, progress=False).samples, {"data": faces_dir}) != h1
     assert np.ndim(h1) == 0 and len(h1) == 64
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo stored sideways with an orientation tag reads upright, as the camera sees it."""
+    from PIL import Image
+
+    from maskgate.edge.imageio import read_image
+
+    img = np.zeros((20, 40, 3), np.uint8)  # wide: 40 x 20
+    img[:, :20] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(img).save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    assert read_image(tmp_path / "phone.jpg").shape[:2] == (40, 20)
+    Image.fromarray(img).save(tmp_path / "plain.jpg")
+    assert read_image(tmp_path / "plain.jpg").shape[:2] == (20, 40)
+
+
+def test_same_file_under_two_classes_is_dropped_and_reported(faces_dir):
+    from maskgate.train.dataset import drop_label_conflicts
+
+    src = faces_dir / "with_mask" / "003.jpg"
+    (faces_dir / "without_mask" / "mislabelled.jpg").write_bytes(src.read_bytes())
+    r = drop_label_conflicts(scan_folder(faces_dir, progress=False))
+    names = {s.path.name for s in r.samples}
+    assert "003.jpg" not in {s.path.name for s in r.samples if s.label == "with_mask"}
+    assert "mislabelled.jpg" not in names
+    reasons = {p.rsplit("/", 1)[-1]: why for p, why in r.skipped}
+    assert reasons["mislabelled.jpg"] == "same bytes also filed under with_mask"
+    assert reasons["003.jpg"] == "same bytes also filed under without_mask"

@@ -124,3 +124,28 @@ def test_real_manifest_verifies_the_shared_mirror(shared_models, capsys):
     for name in names:
         assert f"{name}: copied from mirror" in out
         assert fetch.is_cached(fetch.load_manifest()[name])
+
+
+def test_unwritable_cache_is_one_line(tmp_path, mirror, monkeypatch, capsys):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv(fetch.CACHE_ENV, str(blocker / "cache"))
+    manifest = _manifest(tmp_path, {"a.bin": b"alpha"})
+    assert main(["models", "fetch", "--mirror", str(mirror), "--manifest", str(manifest)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the cache" in err[0] and fetch.CACHE_ENV in err[0]
+
+
+def test_manifest_that_is_a_directory_or_has_bad_digests(tmp_path):
+    with pytest.raises(FetchError, match="cannot be read"):
+        fetch.load_manifest(tmp_path)
+    bad = tmp_path / "m.toml"
+    bad.write_text('[[file]]\nname = "x"\nurl = "u"\nlicense = "l"\nsha256 = [1]\n')
+    with pytest.raises(FetchError, match="64 hex digits"):
+        fetch.load_manifest(bad)
+
+
+def test_malformed_url_is_one_clear_line(tmp_path, capsys):
+    manifest = _manifest(tmp_path, {"a.bin": b"alpha"}, url="notaurl")
+    assert main(["models", "fetch", "--manifest", str(manifest)]) == 2
+    assert "cannot download notaurl/a.bin" in capsys.readouterr().err

@@ -19,7 +19,7 @@ def test_far_frr_and_confusion_on_a_hand_counted_case():
     assert m["confusion"] == [[3, 1], [2, 4]]
     assert m["per_class"]["with_mask"]["precision"] == pytest.approx(3 / 5)
     assert m["per_class"]["without_mask"]["recall"] == pytest.approx(4 / 6)
-    assert 0.5 < m["roc_auc"] <= 1.0
+    assert m["roc_auc"] == pytest.approx(0.8125)  # 19.5 of 24 masked/unmasked pairs ranked right
 
 
 def test_threshold_moves_far_and_frr_not_accuracy():
@@ -43,3 +43,10 @@ def test_three_classes_count_incorrect_masks_as_unmasked():
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="do not fit"):
         classification_metrics([0, 1], np.zeros((3, 2)), CLASSES)
+
+
+def test_macro_f1_ignores_classes_absent_from_the_data():
+    names = ["with_mask", "without_mask", "mask_weared_incorrect"]
+    y = [0, 1]
+    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]])
+    assert classification_metrics(y, probs, names)["macro_f1"] == 1.0

@@ -120,23 +120,42 @@ def test_split_keeps_scene_faces_together(run_dir):
     assert sides and all(len(v) == 1 for v in sides.values())
 
 
-def test_evaluate_reproduces_the_run_on_its_own_test_images(run_dir, tmp_path):
-    """Evaluating the saved model on a folder holding exactly the test split gives the run's metrics."""
-    import shutil
-
-    from maskgate.train.split import read_manifest
-
-    test_dir = tmp_path / "test"
-    for path, label, box in read_manifest(run_dir / "split.json", "test"):
-        if box is None:
-            (test_dir / label).mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, test_dir / label / path.name)
+def test_evaluate_split_test_reproduces_the_runs_metrics(run_dir, tmp_path):
+    """`evaluate --split test` rebuilds the run's test set (files and VOC crops) and gets its numbers."""
     out = tmp_path / "eval.json"
-    assert main(["-q", "evaluate", "--model", str(run_dir), "--data", str(test_dir), "--json", str(out)]) == 0
+    assert main(["-q", "evaluate", "--model", str(run_dir), "--split", "test", "--json", str(out)]) == 0
+    m = json.loads(out.read_text())
+    run = json.loads((run_dir / "metrics.json").read_text())
+    assert m["n"] == run["n"] and m["confusion"] == run["confusion"]
+    for key in ("accuracy", "far", "frr", "roc_auc"):
+        assert m[key] == pytest.approx(run[key], abs=1e-6), key
+    assert m["threshold"] == 0.5  # taken from the run's configuration
+
+
+def test_evaluate_a_folder(run_dir, tmp_path):
+    faces = make_faces(tmp_path / "held-out", per_class=4, seed=7, messy=False)
+    out = tmp_path / "eval.json"
+    assert (
+        main(
+            [
+                "-q",
+                "evaluate",
+                "--model",
+                str(run_dir / "model.keras"),
+                "--data",
+                str(faces),
+                "--json",
+                str(out),
+                "--threshold",
+                "0.7",
+            ]
+        )
+        == 0
+    )
     m = json.loads(out.read_text())
     assert {"accuracy", "far", "frr", "per_class", "confusion", "n"} <= set(m)
-    assert m["n"] == sum(1 for _ in test_dir.rglob("*.*"))
-    assert m["class_names"] == ["with_mask", "without_mask"]
+    assert m["n"] == 8 and m["threshold"] == 0.7 and m["class_names"] == ["with_mask", "without_mask"]
+    assert sum(map(sum, m["confusion"])) == 8
 
 
 def test_evaluate_rejects_a_damaged_model(run_dir, tmp_path, capsys):
@@ -333,3 +352,96 @@ def test_multi_worker_strategy_from_tf_config(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "distribution: MultiWorkerMirroredStrategy, 1 replica(s)" in r.stderr
     assert (tmp_path / "run" / "model.keras").is_file()
+
+
+def test_fine_tuning_leaves_batchnorm_statistics_alone():
+    """Keras 3 passes the outer `training=True` into the backbone; frozen BN must still not update."""
+    import keras
+
+    from maskgate.train.model import backbone_of, build_classifier, unfreeze_top
+
+    model = build_classifier(2, input_size=32, alpha=0.35, dense_units=0)
+    unfreeze_top(model, 3)
+    bns = [la for la in backbone_of(model).layers if isinstance(la, keras.layers.BatchNormalization)]
+    before = [np.array(la.moving_mean) for la in bns]
+    kernel_before = np.array(backbone_of(model).get_layer("Conv_1").kernel)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    model.fit(x, np.array([0, 1] * 4), epochs=1, batch_size=8, verbose=0)
+    assert all(np.array_equal(b, np.array(la.moving_mean)) for b, la in zip(before, bns, strict=True))
+    assert not np.array_equal(kernel_before, np.array(backbone_of(model).get_layer("Conv_1").kernel))
+
+
+def test_best_checkpoint_keeps_the_best_epoch_across_phases(tmp_path):
+    import keras
+
+    from maskgate.train.run import _BestCheckpoint
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = tmp_path / "checkpoint.keras"
+    cb = _BestCheckpoint(keras, path)
+    cb.set_model(model)
+    saved = []
+    for epoch, loss in enumerate([0.5, 0.7, 0.3, 0.4]):
+        model.layers[0].kernel.assign(np.full((2, 1), float(epoch), "float32"))
+        cb.on_epoch_end(epoch, {"val_loss": loss})
+        saved.append(float(np.array(keras.models.load_model(path).layers[0].kernel)[0, 0]))
+    assert saved == [0.0, 0.0, 2.0, 2.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.keras"]
+
+
+def test_two_worker_cluster_only_the_chief_writes(tmp_path):
+    """Two processes on loopback train in step; worker 0 writes the run, worker 1 leaves nothing."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    faces = make_faces(tmp_path / "faces", per_class=8, messy=False)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    procs = []
+    for index in range(2):
+        env = os.environ | {
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            "TMPDIR": str(scratch),
+        }
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "maskgate.edge.cli",
+                    "train",
+                    "--data",
+                    str(faces),
+                    "--out",
+                    str(tmp_path / "run"),
+                    "--epochs",
+                    "1",
+                    "--fine-tune-epochs",
+                    "0",
+                    *TINY,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+                env=env,
+            )
+        )
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    assert "distribution: MultiWorkerMirroredStrategy, 2 replica(s)\n" in results[0][1]
+    assert "not the chief" in results[1][1]
+    assert (tmp_path / "run" / "model.keras").is_file()
+    assert list(scratch.iterdir()) == []  # the second worker's scratch run is gone

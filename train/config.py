@@ -7,9 +7,11 @@ resolved object is written into the run directory for reproducibility.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The manifest entry of the ImageNet backbone weights (alpha 1.0, no top).
 IMAGENET_WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
@@ -38,12 +40,12 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(32, ge=1, le=1024, description="global batch size")
     epochs: int = Field(8, ge=0, le=1000, description="phase 1 epochs (frozen backbone)")
     learning_rate: float = Field(1e-3, gt=0, le=1.0, description="phase 1 learning rate")
-    fine_tune_epochs: int = Field(8, ge=0, le=1000, description="phase 2 epochs (top blocks trainable)")
+    fine_tune_epochs: int = Field(12, ge=0, le=1000, description="phase 2 epochs (top blocks trainable)")
     fine_tune_learning_rate: float = Field(2e-5, gt=0, le=1.0, description="phase 2 learning rate")
     fine_tune_blocks: int = Field(
-        4, ge=0, le=16, description="top MobileNetV2 blocks (of 16) trained in phase 2, plus the last conv"
+        6, ge=0, le=16, description="top MobileNetV2 blocks (of 16) trained in phase 2, plus the last conv"
     )
-    patience: int = Field(3, ge=1, le=100, description="epochs without val_loss improvement before stopping")
+    patience: int = Field(4, ge=1, le=100, description="epochs without val_loss improvement before stopping")
     lr_patience: int = Field(2, ge=1, le=100, description="epochs without improvement before halving the LR")
     class_weights: bool = Field(True, description="weight classes inversely to their training frequency")
 
@@ -66,10 +68,46 @@ class TrainConfig(BaseModel):
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="p(with_mask) at which the gate counts a mask")
     workers: int = Field(0, ge=0, le=64, description="decode threads (0 = one per CPU core)")
 
+    @field_validator("family_pattern")
+    @classmethod
+    def _valid_regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression ({e})") from None
+        return value
+
     @model_validator(mode="after")
-    def _fractions_leave_training_data(self) -> TrainConfig:
+    def _consistent(self) -> TrainConfig:
         if self.val_fraction + self.test_fraction >= 0.8:
             raise ValueError("val_fraction + test_fraction must leave at least 20% for training")
-        if self.epochs + self.fine_tune_epochs == 0:
-            raise ValueError("epochs and fine_tune_epochs are both 0: nothing to train")
+        if self.epochs == 0 and (self.fine_tune_epochs == 0 or self.fine_tune_blocks == 0):
+            raise ValueError("nothing to train: --epochs is 0 and phase 2 is off")
+        if self.lr_patience >= self.patience:
+            raise ValueError("--lr-patience must be below --patience, or the learning rate never drops")
+        return self
+
+
+class EvaluateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Path = Field(description="run directory or .keras file")
+    json_out: Path = Field(
+        description="where to write the metrics (JSON)", json_schema_extra={"flag": "--json"}
+    )
+    data: Path | None = Field(None, description="folder with one subfolder of images per class")
+    split: Literal["train", "val", "test"] | None = Field(
+        None, description="instead of --data: this split of the model's own run (from its split.json)"
+    )
+    threshold: float | None = Field(
+        None, gt=0.0, lt=1.0, description="p(with_mask) counted as masked (default: the run's, else 0.5)"
+    )
+    batch_size: int = Field(32, ge=1, le=1024, description="images per inference batch")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluateConfig:
+        if (self.data is None) == (self.split is None):
+            raise ValueError("give exactly one of --data DIR or --split NAME")
+        if self.json_out.is_dir():
+            raise ValueError(f"--json {self.json_out} is a directory; name a file")
         return self

@@ -34,11 +34,12 @@ class Sample:
 
     path: Path
     label: str
-    sha256: str
-    dhash: int  # 64-bit difference hash of the example's pixels
-    dhash_mirror: int  # the same of its mirror image: flipped copies are one photo
     box: Box | None = None  # a VOC face box, already grown by the margin and clamped
     scene: str | None = None  # VOC scenes: crops of one scene share a group
+    # Set by scanning, for grouping; samples rebuilt from a split manifest go without.
+    sha256: str = ""
+    dhash: int = 0  # 64-bit difference hash of the example's pixels
+    dhash_mirror: int = 0  # the same of its mirror image: flipped copies are one photo
 
 
 @dataclass
@@ -106,12 +107,14 @@ def _files_below(folder: Path) -> list[Path]:
     )
 
 
-def _workers(n: int) -> int:
-    return n or (os.cpu_count() or 1)
+def _map_threads(fn, items: Sequence, *, workers: int, desc: str, unit: str, progress: bool):
+    """``fn`` over ``items`` on a thread pool (OpenCV decoding releases the GIL), in order, with a bar."""
+    with ThreadPoolExecutor(workers or (os.cpu_count() or 1)) as pool:
+        yield from tqdm(pool.map(fn, items), total=len(items), desc=desc, unit=unit, disable=not progress)
 
 
 def scan_folder(
-    root: Path, *, max_per_class: int | None = None, workers: int = 0, progress: bool = True
+    root: Path, *, max_per_class: int | None = None, seed: int = 0, workers: int = 0, progress: bool = True
 ) -> ScanResult:
     """Scan a folder-per-class dataset."""
     root = Path(root)
@@ -129,7 +132,7 @@ def scan_folder(
     for d in class_dirs:
         files = _files_below(d)
         if max_per_class is not None and len(files) > max_per_class:
-            files = [files[i] for i in np.random.default_rng(0).permutation(len(files))[:max_per_class]]
+            files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))[:max_per_class]]
             files.sort()
         jobs.extend((f, d.name) for f in files)
     if not jobs:
@@ -143,16 +146,16 @@ def scan_folder(
         except (ImageReadError, OSError) as e:
             return str(path), _reason(e)
         h, hm = dhash(image)
-        return Sample(path, label, hashlib.sha256(data).hexdigest(), h, hm)
+        return Sample(path, label, sha256=hashlib.sha256(data).hexdigest(), dhash=h, dhash_mirror=hm)
 
     result = ScanResult(samples=[])
-    with ThreadPoolExecutor(_workers(workers)) as pool:
-        it = pool.map(read, jobs)
-        for item in tqdm(it, total=len(jobs), desc=f"scan {root.name}", unit="img", disable=not progress):
-            if isinstance(item, Sample):
-                result.samples.append(item)
-            else:
-                result.skipped.append(item)
+    for item in _map_threads(
+        read, jobs, workers=workers, desc=f"scan {root.name}", unit="img", progress=progress
+    ):
+        if isinstance(item, Sample):
+            result.samples.append(item)
+        else:
+            result.skipped.append(item)
     if not result.samples:
         raise DataError(f"data directory {root}: none of {len(jobs)} files is a readable image")
     return result
@@ -235,21 +238,19 @@ def scan_voc(
             face = crop(image, grown)
             fh, fhm = dhash(face)
             digest = hashlib.sha256(data + repr(grown).encode()).hexdigest()
-            samples.append(Sample(image_path, label, digest, fh, fhm, box=grown, scene=filename))
+            samples.append(
+                Sample(image_path, label, grown, filename, sha256=digest, dhash=fh, dhash_mirror=fhm)
+            )
         return samples, [], skipped
 
     result = ScanResult(samples=[])
-    with ThreadPoolExecutor(_workers(workers)) as pool:
-        for samples, skipped, counts in tqdm(
-            pool.map(read, xmls),
-            total=len(xmls),
-            desc=f"scan {root.name}",
-            unit="scene",
-            disable=not progress,
-        ):
-            result.samples.extend(samples)
-            result.skipped.extend(skipped)
-            result.voc_skipped.update(counts)
+    scans = _map_threads(
+        read, xmls, workers=workers, desc=f"scan {root.name}", unit="scene", progress=progress
+    )
+    for samples, skipped, counts in scans:
+        result.samples.extend(samples)
+        result.skipped.extend(skipped)
+        result.voc_skipped.update(counts)
     return result
 
 
@@ -270,6 +271,28 @@ def merge(*results: ScanResult) -> ScanResult:
         merged.skipped.extend(r.skipped)
         merged.voc_skipped.update(r.voc_skipped)
     return merged
+
+
+def drop_label_conflicts(result: ScanResult) -> ScanResult:
+    """Drop files whose exact bytes appear under two classes, and report them.
+
+    Such a file cannot be right in both places, and kept it would sit on two
+    sides of the split with contradictory labels.
+    """
+    labels: dict[str, set[str]] = {}
+    for s in result.samples:
+        if s.box is None:
+            labels.setdefault(s.sha256, set()).add(s.label)
+    bad = {h for h, ls in labels.items() if len(ls) > 1}
+    if not bad:
+        return result
+    kept = [s for s in result.samples if s.box is not None or s.sha256 not in bad]
+    dropped = [
+        (str(s.path), f"same bytes also filed under {' and '.join(sorted(labels[s.sha256] - {s.label}))}")
+        for s in result.samples
+        if s.box is None and s.sha256 in bad
+    ]
+    return ScanResult(kept, result.skipped + dropped, result.voc_skipped)
 
 
 def family_of(sample: Sample, pattern: re.Pattern[str] | None) -> str | None:

@@ -2,6 +2,8 @@
 
 FAR (false accept rate): unmasked faces the gate would accept as masked.
 FRR (false reject rate): masked faces the gate would turn away.
+Every class other than ``with_mask`` (``without_mask``, ``mask_weared_incorrect``)
+counts as unmasked: the gate opens only for a mask worn properly.
 "Masked" means p(with_mask) >= threshold, the decision the device makes, so
 these two follow the threshold while accuracy and the confusion matrix use
 the arg-max class. Pure numpy/scikit-learn: usable for Keras and TFLite models alike.
@@ -47,7 +49,8 @@ def classification_metrics(
             }
             for i, name in enumerate(class_names)
         },
-        "macro_f1": float(np.mean(f1)) if n_classes else 0.0,
+        # over the classes present, so a class absent from this data does not count as F1 = 0
+        "macro_f1": float(np.mean(f1[support > 0])) if (support > 0).any() else 0.0,
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "threshold": threshold,
     }

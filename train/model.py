@@ -3,9 +3,12 @@
 The model takes RGB pixels in 0..255 and normalises them itself (constants
 from ``maskgate.edge.preprocess``): the int8 converter can then fold the
 normalisation into the input quantisation, and the device feeds uint8 crops.
-The backbone is always called with ``training=False`` so its BatchNorm layers
-stay in inference mode while the top blocks are fine-tuned; with small
-batches, updating BN statistics wrecks pretrained features.
+BatchNorm layers of the backbone stay frozen in both phases, which in Keras 3
+also keeps them in inference mode (a non-trainable BatchNormalization uses its
+moving statistics): with small batches, updating BN statistics wrecks
+pretrained features. The ``training=False`` passed to the backbone documents
+intent but is not what guarantees this: Keras 3 hands a nested functional
+model the outer call's ``training`` value.
 """
 
 from __future__ import annotations

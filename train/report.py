@@ -49,7 +49,8 @@ def plot_confusion(confusion: list[list[int]], class_names: Sequence[str], path:
     plt.close(fig)
 
 
-def _pct(x: float | None) -> str:
+def percent(x: float | None) -> str:
+    """A rate as '1.23 %', or 'n/a' where it is undefined (no examples of that kind)."""
     return "n/a" if x is None else f"{100 * x:.2f} %"
 
 
@@ -77,9 +78,9 @@ def markdown_report(
         "",
         "| metric | value |",
         "| --- | --- |",
-        f"| accuracy | {_pct(metrics['accuracy'])} |",
-        f"| FAR (unmasked accepted) | {_pct(metrics.get('far'))} ({metrics.get('false_accepts', 'n/a')}) |",
-        f"| FRR (masked rejected) | {_pct(metrics.get('frr'))} ({metrics.get('false_rejects', 'n/a')}) |",
+        f"| accuracy | {percent(metrics['accuracy'])} |",
+        f"| FAR (unmasked accepted) | {percent(metrics.get('far'))} ({metrics.get('false_accepts')}) |",
+        f"| FRR (masked rejected) | {percent(metrics.get('frr'))} ({metrics.get('false_rejects')}) |",
         f"| ROC-AUC | {metrics['roc_auc']:.5f} |"
         if metrics.get("roc_auc") is not None
         else "| ROC-AUC | n/a |",

@@ -22,8 +22,10 @@ from typing import Any
 from maskgate.edge import atomic, fetch, preprocess, sysinfo
 from maskgate.edge.errors import ConfigError, DataError, OutputExistsError
 
+from . import report
 from .config import IMAGENET_WEIGHTS, TrainConfig
-from .dataset import content_hash, merge, scan_folder, scan_voc
+from .dataset import content_hash, drop_label_conflicts, locate, merge, scan_folder, scan_voc
+from .metrics import classification_metrics
 from .split import split_counts, split_samples, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -50,8 +52,11 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
     started = time.monotonic()
     if cfg.out.exists():
         raise OutputExistsError(f"output directory {cfg.out} already exists; choose another --out")
+    atomic.check_creatable(cfg.out, "--out")
 
-    scan = scan_folder(cfg.data, max_per_class=cfg.max_per_class, workers=cfg.workers, progress=progress)
+    scan = scan_folder(
+        cfg.data, max_per_class=cfg.max_per_class, seed=cfg.seed, workers=cfg.workers, progress=progress
+    )
     classes = scan.classes
     if len(classes) < 2:
         raise DataError(f"{cfg.data} has one class ({classes[0]}); training needs at least two class folders")
@@ -67,6 +72,7 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
         )
         scan = merge(scan, voc)
         roots["voc"] = cfg.voc
+    scan = drop_label_conflicts(scan)
     samples = scan.samples
     split = split_samples(
         samples,
@@ -83,8 +89,6 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
     import keras
 
     from . import model as model_lib
-    from . import report  # noqa: F401 - loaded now so a long run finishes with the code it started with
-    from .metrics import classification_metrics
     from .pipeline import choose_strategy, is_chief, make_dataset, predict, strategy_name
 
     keras.utils.set_random_seed(cfg.seed)
@@ -210,10 +214,10 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
         shutil.rmtree(out.parent, ignore_errors=True)
         return cfg.out
     logger.info(
-        "test accuracy %.4f, FAR %.4f, FRR %.4f on %d images; run written to %s (%.1f min)",
-        metrics["accuracy"],
-        metrics["far"] or 0.0,
-        metrics["frr"] or 0.0,
+        "test accuracy %s, FAR %s, FRR %s on %d images; run written to %s (%.1f min)",
+        report.percent(metrics["accuracy"]),
+        report.percent(metrics["far"]),
+        report.percent(metrics["frr"]),
         metrics["n"],
         cfg.out,
         wall / 60,
@@ -243,8 +247,6 @@ def _class_weights(labels: list[int], n: int) -> dict[int, float]:
 
 
 def _misclassified(samples, labels, probs, classes, roots) -> list[dict[str, Any]]:
-    from .dataset import locate
-
     out = []
     for s, y, p in zip(samples, labels, probs, strict=True):
         k = int(p.argmax())
@@ -279,8 +281,6 @@ def _write_outputs(
     interrupted,
     weights,
 ) -> None:
-    from . import report
-
     def dump(name: str, obj: Any) -> None:
         atomic.write_text(run / name, json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -386,8 +386,11 @@ def _BestCheckpoint(keras, path: Path):  # noqa: N802
                 return
             self.best = float(value)
             tmp = path.with_name(".tmp-" + path.name)
-            self.model.save(tmp)
-            os.replace(tmp, path)
-            self.saved = True
+            try:
+                self.model.save(tmp)
+                os.replace(tmp, path)
+                self.saved = True
+            finally:
+                tmp.unlink(missing_ok=True)  # a Ctrl-C mid-save must not leave it in the run
 
     return BestCheckpoint()

@@ -172,7 +172,7 @@ def write_manifest(
     doc = {
         "version": 1,
         "seed": seed,
-        "roots": {k: str(v) for k, v in roots.items()},
+        "roots": {k: str(Path(v).resolve()) for k, v in roots.items()},
         "counts": split_counts(samples, split),
         "samples": rows,
     }
