@@ -134,3 +134,20 @@ def test_weights_that_do_not_fit(tmp_path, out, shared_models):
     )
     assert_one_line_error(r, "does not fit MobileNetV2 alpha=0.35")
     _assert_nothing_written(out)
+
+
+@pytest.mark.parametrize(
+    "tf_config, fragments",
+    [
+        (
+            '{"cluster": {"worker": ["h1:1", "h2:1"]}, "task": {"type": "worker", "index": 0}}',
+            ["TF_CONFIG names 2 workers", "keras-team/keras#20585"],
+        ),
+        ("{not json", ["TF_CONFIG is not a valid cluster description"]),
+    ],
+)
+def test_unsupported_cluster_is_refused_before_any_work(tmp_path, out, tf_config, fragments):
+    root = make_faces(tmp_path / "f", per_class=5, messy=False)
+    r = maskgate("train", "--data", str(root), "--out", str(out), env_extra={"TF_CONFIG": tf_config})
+    assert_one_line_error(r, *fragments)
+    _assert_nothing_written(out)

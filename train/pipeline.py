@@ -9,12 +9,14 @@ runs, and it reads the WebP, palette and odd-extension files TF rejects.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from .dataset import Sample, load_example
+from .distribute import check_cluster
 
 
 def make_dataset(
@@ -56,14 +58,15 @@ def make_dataset(
 
 
 def choose_strategy() -> tf.distribute.Strategy:
-    """Scale out without code changes: TF_CONFIG means a worker of a cluster,
-    several local GPUs mean mirroring, anything else the default (one device)."""
-    import os
-
+    """Scale out without code changes: TF_CONFIG means a cluster worker, several local
+    accelerators (or logical CPU devices) mean mirroring, anything else the default."""
+    check_cluster()
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
+    for kind in ("GPU", "CPU"):
+        devices = tf.config.list_logical_devices(kind)
+        if len(devices) > 1:
+            return tf.distribute.MirroredStrategy([d.name for d in devices])
     return tf.distribute.get_strategy()
 
 
@@ -74,17 +77,6 @@ def strategy_name(strategy: tf.distribute.Strategy) -> str:
     if isinstance(strategy, tf.distribute.MirroredStrategy):
         return "MirroredStrategy"
     return "default strategy (one device)"
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Only the chief of a multi-worker cluster writes the run directory."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
 def predict(model, samples: Sequence[Sample], *, input_size: int, batch_size: int = 64) -> np.ndarray:

@@ -11,9 +11,7 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,6 +23,7 @@ from maskgate.edge.errors import ConfigError, DataError, OutputExistsError
 from . import report
 from .config import IMAGENET_WEIGHTS, TrainConfig
 from .dataset import content_hash, drop_label_conflicts, locate, merge, scan_folder, scan_voc
+from .distribute import check_cluster
 from .metrics import classification_metrics
 from .split import split_counts, split_samples, write_manifest
 
@@ -53,6 +52,7 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
     if cfg.out.exists():
         raise OutputExistsError(f"output directory {cfg.out} already exists; choose another --out")
     atomic.check_creatable(cfg.out, "--out")
+    check_cluster()
 
     scan = scan_folder(
         cfg.data, max_per_class=cfg.max_per_class, seed=cfg.seed, workers=cfg.workers, progress=progress
@@ -89,7 +89,7 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
     import keras
 
     from . import model as model_lib
-    from .pipeline import choose_strategy, is_chief, make_dataset, predict, strategy_name
+    from .pipeline import choose_strategy, make_dataset, predict, strategy_name
 
     keras.utils.set_random_seed(cfg.seed)
     index = {c: i for i, c in enumerate(classes)}
@@ -98,16 +98,8 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
     labels = {name: [index[s.label] for s in subset[name]] for name in parts}
 
     strategy = choose_strategy()
-    chief = is_chief(strategy)
-    logger.info(
-        "distribution: %s, %d replica(s)%s",
-        strategy_name(strategy),
-        strategy.num_replicas_in_sync,
-        "" if chief else " (not the chief: this worker's outputs are discarded)",
-    )
-    # Other workers of a cluster train in step with the chief but write into a scratch copy.
-    out = cfg.out if chief else Path(tempfile.mkdtemp(prefix="maskgate-worker-")) / cfg.out.name
-    with atomic.staged_dir(out) as run:
+    logger.info("distribution: %s, %d replica(s)", strategy_name(strategy), strategy.num_replicas_in_sync)
+    with atomic.staged_dir(cfg.out) as run:
         checkpoint = run / "checkpoint.keras"
         ds_kwargs = dict(input_size=cfg.input_size, batch_size=cfg.batch_size, seed=cfg.seed)
         train_ds = make_dataset(
@@ -210,9 +202,6 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
             interrupted=interrupted,
             weights=weights,
         )
-    if not chief:
-        shutil.rmtree(out.parent, ignore_errors=True)
-        return cfg.out
     logger.info(
         "test accuracy %s, FAR %s, FRR %s on %d images; run written to %s (%.1f min)",
         report.percent(metrics["accuracy"]),
