@@ -4,7 +4,8 @@ VENV ?= .venv
 SHARED ?= ../shared
 BIN := $(VENV)/bin
 
-# The local mirror of third-party model files, when the shared folder is beside the repo.
+# The shared data and the local mirror of third-party model files, when they are beside the repo.
+export MASKGATE_SHARED ?= $(abspath $(SHARED))
 ifneq ($(wildcard $(SHARED)/models),)
 export MASKGATE_MIRROR ?= $(abspath $(SHARED)/models)
 endif
@@ -38,5 +39,6 @@ benchmark-train: setup
 	$(BIN)/maskgate models fetch
 	$(BIN)/maskgate train --data $(SHARED)/data/faces --out runs/faces-$$(date +%Y%m%d-%H%M%S)
 
+# Keeps runs/: it holds training results.
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -38,6 +38,7 @@ class ModelFile:
     license: str
     purpose: str = ""
     text: bool = False
+    note: str = ""  # shown with a checksum mismatch: what the maintainers know about this file
 
 
 class State(StrEnum):
@@ -84,6 +85,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelFile]:
                 license=entry["license"],
                 purpose=entry.get("purpose", ""),
                 text=bool(entry.get("text", False)),
+                note=entry.get("note", ""),
             )
         except (KeyError, TypeError) as e:
             raise FetchError(f"model manifest {path}: entry {i + 1} lacks a valid {e}") from e
@@ -144,9 +146,9 @@ def fetch_one(
         data = _download(item)
         state, origin = State.DOWNLOADED, item.url
     if not _verified(item, data):
-        raise FetchError(
-            f"{item.name}: SHA-256 {digest(data, text=item.text)} from {origin} does not match the manifest"
-        )
+        note = f" ({item.note})" if item.note else ""
+        found = digest(data, text=item.text)
+        raise FetchError(f"{item.name}: SHA-256 {found} from {origin} does not match the manifest{note}")
     if item.text:
         data = data.replace(b"\r\n", b"\n")
     try:
