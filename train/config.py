@@ -91,7 +91,7 @@ class TrainConfig(BaseModel):
 class EvaluateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Path = Field(description="run directory or .keras file")
+    model: Path = Field(description="run directory or .keras file, a model bundle, or a .tflite file")
     json_out: Path = Field(
         description="where to write the metrics (JSON)", json_schema_extra={"flag": "--json"}
     )

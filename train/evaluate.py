@@ -9,17 +9,36 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from maskgate.edge import atomic
+from maskgate.edge import bundle as bundle_lib
+from maskgate.edge.classifier import TFLiteClassifier
 from maskgate.edge.errors import DataError, ModelFileError
 
 from .config import EvaluateConfig
-from .dataset import Sample, scan_folder
+from .dataset import Sample, load_example, scan_folder
 from .split import read_manifest
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Scorer:
+    """A model to score, whatever its format: probabilities for samples, and what it is."""
+
+    kind: str  # "keras", "bundle" or "tflite"
+    path: Path
+    classes: list[str]
+    run_dir: Path | None  # the training run it came from, for --split and its threshold
+    threshold: float | None
+    predict: Callable[[list[Sample], int], np.ndarray]
 
 
 def resolve_model(path: Path) -> tuple[Path, list[str]]:
@@ -31,11 +50,54 @@ def resolve_model(path: Path) -> tuple[Path, list[str]]:
         raise ModelFileError(f"model {path} not found (give a run directory or a .keras file)")
     if path.suffix != ".keras":
         raise ModelFileError(f"model {path}: expected a .keras file or a run directory")
+    return path, _labels_beside(path)
+
+
+def _labels_beside(path: Path) -> list[str]:
     labels = path.parent / "labels.txt"
     if not labels.is_file():
         raise ModelFileError(f"model {path}: no labels.txt beside it to name its classes")
-    classes = [line.strip() for line in labels.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return path, classes
+    return [line.strip() for line in labels.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def predict_tflite(clf, samples: list[Sample], batch_size: int) -> np.ndarray:
+    """Probabilities from a TFLite classifier, faces prepared exactly as on the device."""
+    out = []
+    for i in range(0, len(samples), batch_size):
+        batch = np.stack([load_example(s, clf.input_size) for s in samples[i : i + batch_size]])
+        out.append(clf.predict(batch))
+    return np.concatenate(out) if out else np.zeros((0, clf.num_classes), np.float32)
+
+
+def open_model(path: Path) -> Scorer:
+    """A run directory or .keras file (Keras), a bundle directory, or a .tflite with labels.txt beside it."""
+    path = Path(path)
+    if path.is_dir() and (path / bundle_lib.METADATA).is_file():
+        b = bundle_lib.load_bundle(path)
+        clf = b.classifier(num_threads=os.cpu_count() or 1)
+        return Scorer("bundle", path, b.classes, None, b.threshold, lambda s, n: predict_tflite(clf, s, n))
+    if path.suffix == ".tflite":
+        if not path.is_file():
+            raise ModelFileError(f"model {path} not found")
+        classes = _labels_beside(path)
+        clf = TFLiteClassifier(path, num_threads=os.cpu_count() or 1)
+        if clf.num_classes != len(classes):
+            raise ModelFileError(
+                f"model {path} has {clf.num_classes} outputs; labels.txt names {len(classes)}"
+            )
+        return Scorer("tflite", path, classes, None, None, lambda s, n: predict_tflite(clf, s, n))
+    keras_path, classes = resolve_model(path)
+    model = load_keras_model(keras_path)
+    if model.output_shape[-1] != len(classes):
+        raise ModelFileError(
+            f"model {keras_path} has {model.output_shape[-1]} outputs; labels.txt names {len(classes)}"
+        )
+    from .pipeline import predict
+
+    size = int(model.input_shape[1])
+    run_dir = keras_path.parent
+    return Scorer("keras", keras_path, classes, run_dir, _run_threshold(run_dir),
+                  lambda s, n: predict(model, s, input_size=size, batch_size=n))  # fmt: skip
 
 
 def load_keras_model(path: Path):
@@ -54,7 +116,8 @@ def _run_threshold(run_dir: Path) -> float | None:
         return None
 
 
-def _split_samples(run_dir: Path, split: str) -> list[Sample]:
+def run_split_samples(run_dir: Path, split: str) -> list[Sample]:
+    """The samples of one split of a training run, rebuilt from its split.json."""
     manifest = run_dir / "split.json"
     if not manifest.is_file():
         raise DataError(f"--split {split}: {manifest} not found; use --data with a model outside its run")
@@ -68,33 +131,29 @@ def _split_samples(run_dir: Path, split: str) -> list[Sample]:
 def evaluate(cfg: EvaluateConfig, *, progress: bool = True) -> dict[str, Any]:
     """Score the model and write ``cfg.json_out``; return the metrics."""
     atomic.check_creatable(cfg.json_out, "--json")
-    path, classes = resolve_model(cfg.model)
+    scorer = open_model(cfg.model)
     skipped: list[tuple[str, str]] = []
     if cfg.split is not None:
-        samples = _split_samples(path.parent, cfg.split)
+        if scorer.run_dir is None:
+            raise DataError(f"--split needs a training run; {cfg.model} is a {scorer.kind} (use --data)")
+        samples = run_split_samples(scorer.run_dir, cfg.split)
     else:
         scan = scan_folder(cfg.data, progress=progress)
-        unknown = sorted(set(scan.classes) - set(classes))
+        unknown = sorted(set(scan.classes) - set(scorer.classes))
         if unknown:
             raise DataError(
-                f"{cfg.data}: class folder(s) {', '.join(unknown)} are not classes of the model {classes}"
+                f"{cfg.data}: folder(s) {', '.join(unknown)} are not classes of the model {scorer.classes}"
             )
         samples, skipped = scan.samples, scan.skipped
-    threshold = cfg.threshold or _run_threshold(path.parent) or 0.5
+    threshold = cfg.threshold or scorer.threshold or 0.5
 
-    model = load_keras_model(path)
-    if model.output_shape[-1] != len(classes):
-        raise ModelFileError(
-            f"model {path} has {model.output_shape[-1]} outputs but labels.txt names {len(classes)} classes"
-        )
     from .metrics import classification_metrics
-    from .pipeline import predict
 
-    probs = predict(model, samples, input_size=int(model.input_shape[1]), batch_size=cfg.batch_size)
-    y = [classes.index(s.label) for s in samples]
-    metrics = classification_metrics(y, probs, classes, threshold=threshold)
-    metrics["source"] = f"split {cfg.split} of {path.parent}" if cfg.split else str(cfg.data)
+    probs = scorer.predict(samples, cfg.batch_size)
+    y = [scorer.classes.index(s.label) for s in samples]
+    metrics = classification_metrics(y, probs, scorer.classes, threshold=threshold)
+    metrics["source"] = f"split {cfg.split} of {scorer.run_dir}" if cfg.split else str(cfg.data)
     metrics["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
-    metrics["model"] = str(path)
+    metrics["model"] = {"path": str(scorer.path), "kind": scorer.kind}
     atomic.write_text(cfg.json_out, json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -1,0 +1,286 @@
+"""``maskgate convert``: a trained run becomes a verified int8 bundle, or nothing.
+
+Steps: draw calibration images from the run's training split, convert to
+full-integer int8 (and float32 for comparison), run the Keras float model and
+the int8 model on the run's held-out test split, refuse if int8 loses more
+accuracy than the tolerance, time the models, and write the bundle (models,
+labels, metadata, report, SHA256SUMS) into a folder that appears only when
+complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskgate.edge import atomic, bundle, preprocess, sysinfo
+from maskgate.edge.classifier import TFLiteClassifier
+from maskgate.edge.errors import DataError, MaskgateError, OutputExistsError
+from maskgate.edge.imageio import read_image
+from maskgate.edge.litert import runtime_name
+from maskgate.train.dataset import Sample, load_example, scan_folder
+from maskgate.train.evaluate import load_keras_model, resolve_model, run_split_samples
+from maskgate.train.metrics import classification_metrics
+
+from .config import ConvertConfig
+
+logger = logging.getLogger(__name__)
+
+INT8_NAME = "model.tflite"
+FLOAT_NAME = "model_float32.tflite"
+
+
+class ConversionRefused(MaskgateError):
+    """The int8 model is too far from the float model to ship."""
+
+
+def _stratified(samples: list[Sample], n: int, seed: int) -> list[Sample]:
+    """``n`` samples with each class in its share of the split, seeded."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(s.label, []).append(s)
+    picked: list[Sample] = []
+    for members in by_class.values():
+        k = max(1, round(n * len(members) / len(samples)))
+        picked += [members[i] for i in rng.permutation(len(members))[:k]]
+    return picked[:n] if len(picked) > n else picked
+
+
+def _folder_images(folder: Path, size: int, n: int, seed: int) -> np.ndarray:
+    if not folder.is_dir():
+        raise DataError(f"--representative {folder} is not a directory")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    images = []
+    for i in np.random.default_rng(seed).permutation(len(files)):
+        try:
+            images.append(preprocess.prepare_face(read_image(files[i]), size))
+        except MaskgateError:
+            continue
+        if len(images) == n:
+            break
+    if not images:
+        raise DataError(f"--representative {folder}: no readable images")
+    return np.stack(images)
+
+
+def _load(samples: list[Sample], size: int) -> np.ndarray:
+    return np.stack([load_example(s, size) for s in samples])
+
+
+def latency_ms(model: bytes, face: np.ndarray, *, threads: int, runs: int) -> dict[str, float]:
+    """Per-face latency of one invocation on one face, after warm-up: a benchmark, not a test."""
+    clf = TFLiteClassifier(model, num_threads=threads)
+    batch = face[None]
+    for _ in range(10):
+        clf.predict(batch)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        clf.predict(batch)
+        times.append((time.perf_counter() - t) * 1000)
+    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95)),
+            "mean": float(np.mean(times))}  # fmt: skip
+
+
+def _compare(
+    y: list[int], p_float: np.ndarray, p_int8: np.ndarray, classes: list[str], threshold: float
+) -> dict:
+    mf = classification_metrics(y, p_float, classes, threshold=threshold)
+    mq = classification_metrics(y, p_int8, classes, threshold=threshold)
+    diff = np.abs(p_float - p_int8)
+    return {
+        "n": len(y),
+        "float": {k: mf[k] for k in ("accuracy", "far", "frr", "macro_f1", "confusion")},
+        "int8": {k: mq[k] for k in ("accuracy", "far", "frr", "macro_f1", "confusion")},
+        "accuracy_drop_pp": 100 * (mf["accuracy"] - mq["accuracy"]),
+        "agreement": float((p_float.argmax(1) == p_int8.argmax(1)).mean()),
+        "probability_diff_mean": float(diff.mean()),
+        "probability_diff_max": float(diff.max()),
+    }
+
+
+def convert(cfg: ConvertConfig) -> Path:
+    if cfg.out.exists():
+        raise OutputExistsError(f"output directory {cfg.out} already exists; choose another --out")
+    atomic.check_creatable(cfg.out, "--out")
+    keras_path, classes = resolve_model(cfg.model)
+    run_dir = keras_path.parent
+    run_config = _read_json(run_dir / "config.json")
+    threshold = float(run_config.get("threshold", 0.5))
+
+    if cfg.verify_data is not None:
+        scan = scan_folder(cfg.verify_data, progress=False)
+        verify = scan.samples
+        verify_source = str(cfg.verify_data)
+    else:
+        verify = run_split_samples(run_dir, "test")
+        verify_source = "test split of the run"
+    unknown = sorted({s.label for s in verify} - set(classes))
+    if unknown:
+        raise DataError(f"verification data has classes {unknown} the model does not know")
+
+    model = load_keras_model(keras_path)
+    size = int(model.input_shape[1])
+    if cfg.representative is not None:
+        calibration = _folder_images(cfg.representative, size, cfg.samples, cfg.seed)
+        calibration_source = str(cfg.representative)
+    else:
+        train = run_split_samples(run_dir, "train")
+        calibration = _load(_stratified(train, cfg.samples, cfg.seed), size)
+        calibration_source = "training split of the run, stratified"
+    logger.info("calibrating on %d images (%s)", len(calibration), calibration_source)
+
+    from .quantize import to_tflite
+
+    # The converter prints Keras's export summary to stdout; it belongs in a debug log, not the output.
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter):
+        models = {INT8_NAME: to_tflite(model, "int8", calibration.astype(np.float32))}
+        extra_modes = [
+            ("float32", cfg.float32),
+            ("float16", cfg.float16),
+            ("dynamic_range", cfg.dynamic_range),
+        ]
+        for mode, wanted in extra_modes:
+            if wanted:
+                models[f"model_{mode}.tflite"] = to_tflite(model, mode)
+    logger.debug("%s", chatter.getvalue())
+
+    logger.info("verifying on %d images (%s)", len(verify), verify_source)
+    images = _load(verify, size)
+    y = [classes.index(s.label) for s in verify]
+    p_float = model.predict(images.astype(np.float32), batch_size=32, verbose=0)
+    int8 = TFLiteClassifier(models[INT8_NAME], num_threads=os.cpu_count() or 1)
+    p_int8 = np.concatenate([int8.predict(images[i : i + 32]) for i in range(0, len(images), 32)])
+    verification = _compare(y, p_float, p_int8, classes, threshold) | {"source": verify_source}
+    logger.info(
+        "float accuracy %.4f, int8 accuracy %.4f (drop %.2f pp), agreement %.4f",
+        verification["float"]["accuracy"], verification["int8"]["accuracy"],
+        verification["accuracy_drop_pp"], verification["agreement"],
+    )  # fmt: skip
+    if verification["accuracy_drop_pp"] > cfg.tolerance:
+        drop = verification["accuracy_drop_pp"]
+        acc_f, acc_q = verification["float"]["accuracy"], verification["int8"]["accuracy"]
+        raise ConversionRefused(
+            f"int8 model loses {drop:.2f} pp accuracy ({100 * acc_f:.2f} % float, {100 * acc_q:.2f} % int8), "
+            f"more than --tolerance {cfg.tolerance}; no bundle written"
+        )
+
+    latency: dict[str, Any] = {}
+    if cfg.latency_runs:
+        face = images[0]
+        for name, data in models.items():
+            for threads in (1, 2):
+                latency[f"{name} @ {threads} thread(s)"] = latency_ms(
+                    data, face, threads=threads, runs=cfg.latency_runs
+                )
+
+    info = int8._input, int8._output  # quantisation as the interpreter reads it
+    metadata = {
+        "format": bundle.FORMAT,
+        "version": bundle.VERSION,
+        "kind": "classifier",
+        "model": INT8_NAME,
+        "float_model": FLOAT_NAME if FLOAT_NAME in models else None,
+        "classes": classes,
+        "threshold": threshold,
+        "input": {"size": [size, size], "dtype": str(np.dtype(info[0]["dtype"])),
+                  "quantization": {"scale": float(info[0]["quantization"][0]),
+                                   "zero_point": int(info[0]["quantization"][1])}},
+        "output": {"dtype": str(np.dtype(info[1]["dtype"])),
+                   "quantization": {"scale": float(info[1]["quantization"][0]),
+                                    "zero_point": int(info[1]["quantization"][1])}},
+        "preprocessing": preprocess.describe(size),
+        "metrics": {"training": _training_metrics(run_dir), "verification": verification},
+        "latency_ms_on_converting_machine": latency,
+        "source": {
+            "keras_model_sha256": bundle.sha256_file(keras_path),
+            "dataset_content_hash": _read_json(run_dir / "dataset.json").get("content_hash"),
+            "backbone": "MobileNetV2",
+            "alpha": run_config.get("alpha"),
+            "calibration": {"images": len(calibration), "source": calibration_source, "seed": cfg.seed},
+        },
+        "libraries": sysinfo.library_versions() | {"runtime": runtime_name()},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }  # fmt: skip
+    with atomic.staged_dir(cfg.out) as stage:
+        for name, data in models.items():
+            atomic.write_bytes(stage / name, data)
+        atomic.write_text(stage / bundle.LABELS, "\n".join(classes) + "\n")
+        atomic.write_text(stage / bundle.METADATA, json.dumps(metadata, indent=2) + "\n")
+        atomic.write_text(stage / "report.md", _report(metadata, models))
+        bundle.write_checksums(stage)
+        bundle.load_bundle(stage)  # what we ship must pass the device's own check
+    logger.info("bundle written to %s (int8 model %.2f MB)", cfg.out, len(models[INT8_NAME]) / 1e6)
+    return cfg.out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _training_metrics(run_dir: Path) -> dict[str, Any]:
+    m = _read_json(run_dir / "metrics.json")
+    return {k: m[k] for k in ("accuracy", "far", "frr", "roc_auc", "n") if k in m}
+
+
+def _report(meta: dict[str, Any], models: dict[str, bytes]) -> str:
+    from maskgate.train.report import percent
+
+    v = meta["metrics"]["verification"]
+    qin, qout = meta["input"], meta["output"]
+    f, q = v["float"], v["int8"]
+    lines = [
+        "# maskgate classifier bundle",
+        "",
+        f"Created {meta['created']} with `{shlex.join(['maskgate', *sys.argv[1:]])}`.",
+        "",
+        "## Models",
+        "",
+        "| file | size |",
+        "| --- | --- |",
+        *[f"| {name} | {len(data) / 1e6:.2f} MB |" for name, data in models.items()],
+        "",
+        f"int8 input: {qin['dtype']} {qin['size']}, scale {qin['quantization']['scale']:.6g}, "
+        f"zero point {qin['quantization']['zero_point']}; output: {qout['dtype']}, "
+        f"scale {qout['quantization']['scale']:.6g}, zero point {qout['quantization']['zero_point']}.",
+        "",
+        f"## Verification ({v['n']} images, {v['source']})",
+        "",
+        "| model | accuracy | FAR | FRR |",
+        "| --- | --- | --- | --- |",
+        f"| Keras float32 | {percent(f['accuracy'])} | {percent(f['far'])} | {percent(f['frr'])} |",
+        f"| TFLite int8 | {percent(q['accuracy'])} | {percent(q['far'])} | {percent(q['frr'])} |",
+        "",
+        f"Accuracy drop {v['accuracy_drop_pp']:.2f} pp; agreement {percent(v['agreement'])}; "
+        f"probability difference mean {v['probability_diff_mean']:.4f}, max {v['probability_diff_max']:.4f}.",
+        "",
+    ]
+    latency = meta["latency_ms_on_converting_machine"]
+    if latency:
+        lines += [
+            "## Latency per face on the converting machine (one face per invocation)",
+            "",
+            f"{sysinfo.cpu_model()}, {os.cpu_count()} cores, {meta['libraries']['runtime']}.",
+            "",
+            "| model | p50 ms | p95 ms |",
+            "| --- | --- | --- |",
+            *[f"| {k} | {x['p50']:.2f} | {x['p95']:.2f} |" for k, x in latency.items()],
+            "",
+        ]
+    return "\n".join(lines)

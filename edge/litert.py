@@ -1,0 +1,70 @@
+"""The LiteRT interpreter, whichever package provides it.
+
+``ai-edge-litert`` is LiteRT, the successor of TensorFlow Lite; 32-bit
+Raspberry Pi OS has wheels only for the older ``tflite-runtime``. Both expose
+the same ``Interpreter`` class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from .errors import ModelFileError
+
+
+def interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError as e:
+            raise ModuleNotFoundError(
+                "no LiteRT runtime: pip install 'maskgate[edge]'", name="ai_edge_litert"
+            ) from e
+    return Interpreter
+
+
+def runtime_name() -> str:
+    """Which package provides the interpreter, for benchmark and bundle records."""
+    module = interpreter_class().__module__.split(".")[0]
+    return {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(module, module)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence the runtime's C++ banner ("Created TensorFlow Lite XNNPACK delegate ...").
+
+    It is written straight to file descriptor 2, around our one-line messages;
+    failures still surface as Python exceptions, which this does not touch.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to redirect
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def load_interpreter(model: Path | bytes, *, num_threads: int = 1):
+    """An interpreter with tensors allocated, or a ``ModelFileError`` naming the file."""
+    interpreter = interpreter_class()
+    try:
+        with _quiet_native_stderr():
+            if isinstance(model, bytes):
+                it = interpreter(model_content=model, num_threads=num_threads)
+            else:
+                it = interpreter(model_path=str(model), num_threads=num_threads)
+            it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        name = "model" if isinstance(model, bytes) else str(model)
+        raise ModelFileError(f"{name} is not a loadable TFLite model ({str(e).splitlines()[0][:160]})") from e
+    return it

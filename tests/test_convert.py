@@ -1,0 +1,291 @@
+"""Conversion to int8 and model bundles, with a tiny model converted in seconds.
+
+The run under test is hand-made: a small CNN (with the shared normalisation as
+its first layer) trained on generated faces, saved with the files a training
+run has. It learns the generated classes, so verification and refusal mean something.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import make_faces
+from maskgate.edge.bundle import load_bundle, write_checksums
+from maskgate.edge.cli import main
+from maskgate.edge.errors import ModelFileError
+
+pytest.importorskip("tensorflow")
+
+SIZE = 32
+
+
+def _tiny_cnn():
+    import keras
+
+    from maskgate.edge.preprocess import INPUT_OFFSET, INPUT_SCALE
+
+    return keras.Sequential([
+        keras.Input((SIZE, SIZE, 3)),
+        keras.layers.Rescaling(INPUT_SCALE, offset=INPUT_OFFSET),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(16, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2, activation="softmax", name="probabilities"),
+    ])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    import keras
+
+    from maskgate.train.dataset import load_example, scan_folder
+    from maskgate.train.split import split_samples, write_manifest
+
+    base = tmp_path_factory.mktemp("convert")
+    faces = make_faces(base / "faces", per_class=30, messy=False)
+    samples = scan_folder(faces, progress=False).samples
+    split = split_samples(samples, val_fraction=0.2, test_fraction=0.3, seed=0)
+    run = base / "run"
+    run.mkdir()
+    write_manifest(run / "split.json", samples, split, roots={"data": faces}, seed=0)
+    (run / "labels.txt").write_text("with_mask\nwithout_mask\n")
+    (run / "config.json").write_text(json.dumps({"threshold": 0.5, "alpha": None}))
+    (run / "metrics.json").write_text(json.dumps({"accuracy": 1.0, "n": 0}))
+    keras.utils.set_random_seed(0)
+    model = _tiny_cnn()
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    train = [s for s, a in zip(samples, split.assignment, strict=True) if a != "test"]
+    x = np.stack([load_example(s, SIZE) for s in train]).astype("float32")
+    y = np.array([0 if s.label == "with_mask" else 1 for s in train])
+    model.fit(x, y, epochs=60, batch_size=16, verbose=0)
+    model.save(run / "model.keras")
+    return run
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    assert main(["-q", "convert", "--model", str(tiny_run), "--out", str(out), "--latency-runs", "5"]) == 0
+    return out
+
+
+def test_bundle_holds_a_full_integer_model_as_its_metadata_says(tiny_bundle):
+    from maskgate.edge.litert import load_interpreter
+
+    b = load_bundle(tiny_bundle)
+    meta = b.metadata
+    assert meta["input"] == {
+        "size": [SIZE, SIZE],
+        "dtype": "uint8",
+        "quantization": {"scale": 1.0, "zero_point": 0},
+    }
+    assert meta["output"]["dtype"] == "uint8"
+    assert meta["classes"] == ["with_mask", "without_mask"] == b.classes
+    it = load_interpreter(b.model_path)
+    assert it.get_input_details()[0]["dtype"] == np.uint8 and it.get_output_details()[0]["dtype"] == np.uint8
+    dtypes = {np.dtype(t["dtype"]).name for t in it.get_tensor_details()}
+    assert dtypes <= {"uint8", "int8", "int32"}, dtypes  # no float tensor anywhere: integer-only
+    assert {
+        "SHA256SUMS",
+        "metadata.json",
+        "labels.txt",
+        "model.tflite",
+        "model_float32.tflite",
+        "report.md",
+    } == {p.name for p in tiny_bundle.iterdir()}
+
+
+def test_verification_compares_float_and_int8(tiny_bundle):
+    v = load_bundle(tiny_bundle).metadata["metrics"]["verification"]
+    assert v["float"]["accuracy"] >= 0.9  # the tiny model did learn
+    assert v["agreement"] >= 0.9 and v["accuracy_drop_pp"] <= 0.5
+    assert 0 <= v["probability_diff_mean"] <= v["probability_diff_max"] <= 1
+    report = (tiny_bundle / "report.md").read_text()
+    assert "TFLite int8" in report and "Latency per face" in report
+
+
+def test_int8_classifier_matches_the_float_model(tiny_run, tiny_bundle):
+    import keras
+
+    from maskgate.train.dataset import load_example
+    from maskgate.train.evaluate import run_split_samples
+
+    test = run_split_samples(tiny_run, "test")
+    x = np.stack([load_example(s, SIZE) for s in test])
+    clf = load_bundle(tiny_bundle).classifier()
+    p_q = clf.predict(x)
+    p_f = keras.models.load_model(tiny_run / "model.keras").predict(x.astype("float32"), verbose=0)
+    assert p_q.shape == p_f.shape and np.abs(p_q - p_f).max() < 0.1
+    assert np.allclose(p_q.sum(axis=1), 1.0, atol=0.02)
+
+
+def test_uint8_faces_enter_the_int8_model_untouched(tiny_bundle):
+    """Preprocessing is shared bit for bit: prepared faces are the quantised input as they are."""
+    clf = load_bundle(tiny_bundle).classifier()
+    faces = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    assert clf._quantize(faces) is faces
+
+
+def test_convert_calibrates_on_the_shared_preprocessing(tiny_run):
+    from maskgate.convert.run import _load
+    from maskgate.edge.imageio import read_image
+    from maskgate.edge.preprocess import prepare_face
+    from maskgate.train.evaluate import run_split_samples
+
+    train = run_split_samples(tiny_run, "train")[:5]
+    expected = np.stack([prepare_face(read_image(s.path), SIZE) for s in train])
+    assert np.array_equal(_load(train, SIZE), expected)
+
+
+def test_a_broken_int8_model_is_refused_and_nothing_written(tiny_run, tmp_path, monkeypatch, capsys):
+    """Deliberately break the model that goes into int8 (swap its two outputs): conversion must refuse."""
+    import keras
+
+    from maskgate.convert import quantize
+
+    real = quantize.to_tflite
+
+    def broken(model, mode, representative=None):
+        if mode == "int8":
+            model = keras.models.clone_model(model)
+            model.set_weights(keras.models.load_model(tiny_run / "model.keras").get_weights())
+            dense = model.get_layer("probabilities")
+            kernel, bias = dense.get_weights()
+            dense.set_weights([kernel[:, ::-1], bias[::-1]])
+        return real(model, mode, representative)
+
+    monkeypatch.setattr(quantize, "to_tflite", broken)
+    out = tmp_path / "b"
+    code = main(["convert", "--model", str(tiny_run), "--out", str(out), "--latency-runs", "0"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("maskgate: error: int8 model loses") and "no bundle written" in err[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_representative_folder_and_no_float_model(tiny_run, tmp_path):
+    reps = make_faces(tmp_path / "reps", per_class=4, seed=5, messy=True)
+    out = tmp_path / "b"
+    assert (
+        main(
+            [
+                "-q",
+                "convert",
+                "--model",
+                str(tiny_run),
+                "--out",
+                str(out),
+                "--representative",
+                str(reps),
+                "--samples",
+                "8",
+                "--no-float32",
+                "--latency-runs",
+                "0",
+            ]
+        )
+        == 0
+    )
+    b = load_bundle(out)
+    assert b.float_model_path is None and not (out / "model_float32.tflite").exists()
+    assert b.metadata["source"]["calibration"]["images"] == 8
+
+
+def test_evaluate_accepts_bundles_and_tflite_files(tiny_bundle, tmp_path):
+    faces = make_faces(tmp_path / "held-out", per_class=5, seed=9, messy=False)
+    results = []
+    for model in (tiny_bundle, tiny_bundle / "model.tflite"):
+        out = tmp_path / f"{len(results)}.json"
+        assert main(["-q", "evaluate", "--model", str(model), "--data", str(faces), "--json", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
+    for m in results:
+        assert {"accuracy", "far", "frr", "per_class", "confusion", "n"} <= set(m) and m["n"] == 10
+    assert results[0]["confusion"] == results[1]["confusion"]
+    assert results[0]["model"]["kind"] == "bundle" and results[1]["model"]["kind"] == "tflite"
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda b: b.joinpath("model.tflite").write_bytes(b.joinpath("model.tflite").read_bytes()[:-100]),
+            "model.tflite is corrupt or was modified",
+        ),
+        (lambda b: b.joinpath("labels.txt").unlink(), "labels.txt is missing"),
+        (lambda b: b.joinpath("SHA256SUMS").unlink(), "no SHA256SUMS"),
+        (lambda b: b.joinpath("metadata.json").write_text("{}"), "metadata.json is corrupt or was modified"),
+    ],
+)
+def test_damaged_bundles_are_rejected(tiny_bundle, tmp_path, damage, message):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    damage(b)
+    with pytest.raises(ModelFileError, match=message):
+        load_bundle(b)
+
+
+def _rewrite(bundle_dir, tmp_path, edit):
+    """Damage that keeps the checksums consistent: only the content checks can catch it."""
+    b = tmp_path / "b"
+    shutil.copytree(bundle_dir, b)
+    edit(b)
+    write_checksums(b)
+    return b
+
+
+def test_consistent_but_wrong_bundles_are_rejected(tiny_bundle, tmp_path):
+    def labels(b):
+        b.joinpath("labels.txt").write_text("without_mask\nwith_mask\n")
+
+    with pytest.raises(ModelFileError, match="differs from the metadata"):
+        load_bundle(_rewrite(tiny_bundle, tmp_path / "1", labels))
+
+    def not_tflite(b):
+        b.joinpath("model.tflite").write_bytes(b"\0" * 64)
+
+    with pytest.raises(ModelFileError, match="not a TFLite model"):
+        load_bundle(_rewrite(tiny_bundle, tmp_path / "2", not_tflite))
+
+    def other_preprocessing(b):
+        meta = json.loads(b.joinpath("metadata.json").read_text())
+        meta["preprocessing"]["color_order"] = "BGR"
+        b.joinpath("metadata.json").write_text(json.dumps(meta))
+
+    with pytest.raises(ModelFileError, match="other preprocessing"):
+        load_bundle(_rewrite(tiny_bundle, tmp_path / "3", other_preprocessing))
+
+    def wrong_size(b):
+        meta = json.loads(b.joinpath("metadata.json").read_text())
+        meta["input"]["size"] = [64, 64]
+        meta["preprocessing"]["input_size"] = [64, 64]
+        b.joinpath("metadata.json").write_text(json.dumps(meta))
+
+    with pytest.raises(ModelFileError, match="takes 32 px uint8 input, metadata says 64 px"):
+        load_bundle(_rewrite(tiny_bundle, tmp_path / "4", wrong_size)).classifier()
+
+
+def test_convert_bad_inputs_are_one_line(tiny_run, tiny_bundle, tmp_path, capsys):
+    cases = [
+        (["--model", str(tmp_path / "none"), "--out", str(tmp_path / "o1")], "not found"),
+        (["--model", str(tiny_run), "--out", str(tiny_bundle)], "already exists"),
+        (
+            [
+                "--model",
+                str(tiny_run),
+                "--out",
+                str(tmp_path / "o2"),
+                "--representative",
+                str(tmp_path / "x"),
+            ],
+            "--representative",
+        ),
+        (["--model", str(tiny_run), "--out", str(tmp_path / "o3"), "--tolerance", "-1"], "--tolerance"),
+    ]
+    for args, fragment in cases:
+        assert main(["convert", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("maskgate: error:") and fragment in err[-1], err
+    assert not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3))
