@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from maskgate.edge.cli import add_model_options, config_from_args
+from maskgate.edge.cli import add_config_command
 
 from .config import ConvertConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "convert",
+    add_config_command(
+        sub, "convert", ConvertConfig, required=("model", "out"), handler=_convert,
         help="quantise a trained model to a verified int8 TFLite bundle",
         description="Convert a training run to full-integer int8 TFLite, verify it against the float "
         "model on the run's test split, and write a model bundle; refuse if int8 loses too much accuracy.",
-    )
-    add_model_options(p, ConvertConfig, required=("model", "out"))
-    p.set_defaults(handler=_convert)
+    )  # fmt: skip
 
 
-def _convert(args: argparse.Namespace) -> int:
-    cfg = config_from_args(ConvertConfig, args)
+def _convert(cfg: ConvertConfig, args: argparse.Namespace) -> int:
     from .run import convert
 
     convert(cfg)

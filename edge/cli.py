@@ -87,6 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_config_command(sub, name: str, model, *, required: Sequence[str], handler, help: str,
+                       description: str | None = None) -> argparse.ArgumentParser:  # fmt: skip
+    """A subcommand whose options are the fields of ``model``.
+
+    ``handler(config, args)`` receives the validated configuration, so every
+    command validates the same way and reports a bad value as one line.
+    """
+    p = sub.add_parser(name, help=help, description=description or help)
+    add_model_options(p, model, required=required)
+    p.set_defaults(handler=lambda args: handler(config_from_args(model, args), args))
+    return p
+
+
 def add_model_options(parser: argparse.ArgumentParser, model, *, required: Sequence[str] = ()) -> None:
     """One ``--kebab-case`` option per pydantic field.
 

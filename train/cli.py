@@ -4,40 +4,33 @@ from __future__ import annotations
 
 import argparse
 
-from maskgate.edge.cli import add_model_options, config_from_args
+from maskgate.edge.cli import add_config_command
 
 from .config import EvaluateConfig, TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
+    add_config_command(
+        sub, "train", TrainConfig, required=("data", "out"), handler=_train,
         help="fine-tune MobileNetV2 on a folder of face images",
         description="Fine-tune an ImageNet MobileNetV2 on face crops; writes a complete run directory.",
-    )
-    add_model_options(p, TrainConfig, required=("data", "out"))
-    p.set_defaults(handler=_train)
-
-    p = sub.add_parser(
-        "evaluate",
+    )  # fmt: skip
+    add_config_command(
+        sub, "evaluate", EvaluateConfig, required=("model", "json_out"), handler=_evaluate,
         help="score a trained model on a folder of faces or on its run's own split",
-        description="Score a trained model: on a folder with one subfolder per class (--data), "
-        "or on a split of the run it came from (--split test).",
-    )
-    add_model_options(p, EvaluateConfig, required=("model", "json_out"))
-    p.set_defaults(handler=_evaluate)
+        description="Score a model (run, bundle or .tflite): on a folder with one subfolder per class "
+        "(--data), or on a split of the run it came from (--split test).",
+    )  # fmt: skip
 
 
-def _train(args: argparse.Namespace) -> int:
-    cfg = config_from_args(TrainConfig, args)
+def _train(cfg: TrainConfig, args: argparse.Namespace) -> int:
     from .run import train
 
     train(cfg, progress=args.quiet == 0)
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    cfg = config_from_args(EvaluateConfig, args)
+def _evaluate(cfg: EvaluateConfig, args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .report import percent
 
