@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED)/models),)
 export MASKGATE_MIRROR ?= $(abspath $(SHARED)/models)
 endif
 
-.PHONY: setup demo test lint benchmark-train clean
+.PHONY: setup demo demo-train test lint benchmark-train benchmark-scenes clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# A short training run on a sample of the faces: fetch, scan, split, train, evaluate, report.
+# The gate on sample footage: the shipped int8 model, OpenCV's SSD, simulated pins. Scenes from the
+# shared data stand in for a camera, each held for a second as if a person stood at the gate.
+DEMO_SCENES ?= $(SHARED)/data/scenes/images/maksssksksss[0-9].jpg
 demo: setup
+	$(BIN)/maskgate models fetch
+	$(BIN)/maskgate run --config systemd/demo.toml --source "$(DEMO_SCENES)"
+
+# A short training run on a sample of the faces: fetch, scan, split, train, evaluate, report.
+demo-train: setup
 	$(BIN)/maskgate models fetch
 	rm -rf runs/demo
 	$(BIN)/maskgate train --data $(SHARED)/data/faces --out runs/demo --max-per-class 150 \
@@ -38,6 +45,15 @@ test: lint
 benchmark-train: setup
 	$(BIN)/maskgate models fetch
 	$(BIN)/maskgate train --data $(SHARED)/data/faces --out runs/faces-$$(date +%Y%m%d-%H%M%S)
+
+# The scenes benchmark of the edge runtime (docs/runtime.md): detect on every scene, score against the
+# VOC boxes. DETECT_ARGS passes options, e.g. DETECT_ARGS="--set detector.input_size=[600,450]".
+benchmark-scenes: setup
+	$(BIN)/maskgate models fetch
+	mkdir -p runs
+	$(BIN)/maskgate detect --source $(SHARED)/data/scenes/images --jsonl runs/scenes.jsonl $(DETECT_ARGS)
+	$(BIN)/maskgate score --jsonl runs/scenes.jsonl --voc $(SHARED)/data/scenes --json runs/scenes-score.json \
+		$(SCORE_ARGS)
 
 # Keeps runs/: it holds training results.
 clean:

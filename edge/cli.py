@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, help="manifest to use (default: the one shipped in models/)")
     p.set_defaults(handler=_models_list)
 
+    from . import commands
+
+    commands.register(sub)
     for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
         ep.load()(sub)
     return parser

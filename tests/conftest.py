@@ -7,6 +7,7 @@ Generated data exercises every loader path in seconds; the real data in
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -105,6 +106,15 @@ def make_voc(root: Path, scenes: int = 6, seed: int = 1) -> Path:
             f"<annotation><filename>scene{s}.jpg</filename>{xml}</annotation>"
         )
     return root
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("maskgate: error:")]
+    assert len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, make_faces
+from conftest import REPO, assert_one_line_error, make_faces
 
 
 def maskgate(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
@@ -20,15 +20,6 @@ def maskgate(*args: str, env_extra: dict | None = None) -> subprocess.CompletedP
         timeout=300,
         env=env,
     )
-
-
-def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "Traceback" not in r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.startswith("maskgate: error:")]
-    assert len(lines) == 1, r.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from maskgate.edge.errors import DataError, ImageReadError
 from maskgate.edge.imageio import decode_image
 from maskgate.edge.labels import order_classes
 from maskgate.edge.preprocess import Box, crop, expand_box, prepare_face
+from maskgate.edge.voc import parse_voc
 
 
 @dataclass(frozen=True)
@@ -164,29 +164,6 @@ def scan_folder(
 def _reason(e: Exception) -> str:
     text = str(e)
     return text.split(": ", 1)[1] if ": " in text else text
-
-
-def parse_voc(xml_path: Path) -> tuple[str, list[tuple[str, Box]]]:
-    """Image file name and (label, box) pairs of one VOC annotation."""
-    try:
-        root = ET.parse(xml_path).getroot()
-    except ET.ParseError as e:
-        raise DataError(f"{xml_path}: not valid XML ({e})") from e
-    filename = (root.findtext("filename") or "").strip()
-    if not filename:
-        raise DataError(f"{xml_path}: no <filename>")
-    objects = []
-    for obj in root.iter("object"):
-        name = (obj.findtext("name") or "").strip()
-        bb = obj.find("bndbox")
-        if not name or bb is None:
-            continue
-        try:
-            box = tuple(int(round(float(bb.findtext(k)))) for k in ("xmin", "ymin", "xmax", "ymax"))
-        except (TypeError, ValueError):
-            continue
-        objects.append((name, box))
-    return filename, objects
 
 
 def scan_voc(

@@ -1,0 +1,87 @@
+"""The gate configuration: defaults work, the shipped examples are valid, mistakes name their key."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO
+from maskgate.edge.config import GateConfig, build, load, parse_override, read_toml
+from maskgate.edge.errors import ConfigError
+
+
+def test_defaults_are_a_complete_configuration():
+    cfg = GateConfig()
+    assert cfg.detector.input_size == (300, 300)
+    assert cfg.outputs.relay_pin == 17 and cfg.decision.pulse_s == 3.0
+    assert cfg.service.snapshot_dir is None  # no images stored unless asked
+
+
+@pytest.mark.parametrize("name", ["config.toml", "demo.toml"])
+def test_shipped_example_configs_are_valid_and_document_every_key(name):
+    path = REPO / "systemd" / name
+    cfg, origin = load(path)
+    assert origin == str(path)
+    if name == "config.toml":  # the documented example names every key, commented or set
+        text = path.read_text()
+        for section, fields in GateConfig.model_fields.items():
+            assert f"[{section}]" in text
+            for key in fields.annotation.model_fields:
+                assert f"{key} =" in text, f"{section}.{key} is not documented in {name}"
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("[decision]\npulse_sec = 3", "decision.pulse_sec: unknown key"),
+        ("[detektor]\nconfidence = 0.5", "detektor: unknown key"),
+        ("[detector]\nconfidence = 1.5", "detector.confidence: Input should be less than or equal to 0.99"),
+        ("[detector]\ninput_size = [300]", "detector.input_size"),
+        ("[detector]\ninput_size = 'big'", "detector.input_size"),
+        ("[detector]\nbackend = 'yolo'", "detector.backend: Input should be 'ssd-opencv'"),
+        ("[outputs]\npin_factory = 'gpio'", "outputs.pin_factory"),
+        ("[outputs]\nrelay_pin = 17\nred_pin = 17", "outputs: pin 17 is given to more than one output"),
+        ("[decision]\nwindow = 4\nconfirm = 2", "decision: confirm (2) must be more than half of window (4)"),
+        (
+            "[source]\nreconnect_initial_s = 5\nreconnect_max_s = 1",
+            "source: reconnect_max_s must be at least",
+        ),
+        ("source = 3", "source: expected a table of settings ([source] in TOML) (got 3)"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_its_key(tmp_path, toml, message):
+    path = tmp_path / "gate.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as e:
+        load(path)
+    text = str(e.value)
+    assert text.startswith(f"config {path}: ") and message in text and "\n" not in text
+
+
+def test_file_problems_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        read_toml(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[decision\npulse_s = 3")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        read_toml(bad)
+
+
+def test_overrides_go_through_the_same_validation(tmp_path):
+    path = tmp_path / "gate.toml"
+    path.write_text("[detector]\nconfidence = 0.7\n")
+    cfg, _ = load(path, [parse_override("detector.input_size=[640, 480]"), ("source.uri", "0")])
+    assert cfg.detector.confidence == 0.7 and cfg.detector.input_size == (640, 480)
+    assert cfg.source.uri == "0"
+    assert parse_override("classifier.bundle=models/x") == ("classifier.bundle", "models/x")
+    with pytest.raises(ConfigError, match="decision.pulse_s: Input should be less than or equal to 60"):
+        load(path, [parse_override("decision.pulse_s=600")])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override("pulse_s")
+
+
+def test_batch_commands_do_not_read_the_system_config(monkeypatch, tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text("[detector]\nconfidence = 0.9\n")
+    monkeypatch.setenv("MASKGATE_CONFIG", str(path))
+    assert load()[0].detector.confidence == 0.9
+    assert load(system_default=False) == (build({}), "built-in defaults")

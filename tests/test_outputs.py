@@ -1,0 +1,110 @@
+"""The GPIO outputs on gpiozero's own MockFactory pins: levels over time, polarity, fail-safe closing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from maskgate.edge.config import OutputsConfig
+from maskgate.edge.decision import OFF, Signals
+from maskgate.edge.errors import ConfigError
+from maskgate.edge.outputs import Outputs, Relay
+
+
+@pytest.fixture
+def mock_factory():
+    factory = MockFactory()
+    yield factory
+    factory.reset()
+
+
+def levels(factory: MockFactory, pin: int) -> list[bool]:
+    return [bool(s.state) for s in factory.pin(pin).states]
+
+
+def wait_until(predicate, timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_relay_pulse_ends_by_itself_within_its_bound(mock_factory):
+    relay = Relay(17, max_on_s=0.15, pin_factory=mock_factory)
+    pin = mock_factory.pin(17)
+    assert levels(mock_factory, 17) == [False]  # constructed off
+    relay.pulse(10.0)  # asks for more than the bound
+    assert relay.is_on
+    wait_until(lambda: not relay.is_on)  # nobody calls off(): gpiozero's timer does
+    on, off = pin.states[1], pin.states[2]
+    assert (on.state, off.state) == (True, False)
+    assert 0.12 <= off.timestamp - on.timestamp <= 0.5
+    relay.on()  # on() is a bounded pulse too
+    wait_until(lambda: not relay.is_on)
+    assert levels(mock_factory, 17) == [False, True, False, True, False]
+    relay.close()
+
+
+def test_active_low_relay_holds_its_pin_high_when_off(mock_factory):
+    relay = Relay(17, max_on_s=0.05, active_high=False, pin_factory=mock_factory)
+    # The mock pin powers up low; construction drives it high at once: off, for an active-low board.
+    assert levels(mock_factory, 17) == [False, True]
+    relay.pulse()
+    wait_until(lambda: not relay.is_on)
+    assert levels(mock_factory, 17) == [False, True, False, True]
+    relay.close()
+
+
+def test_close_turns_off_first_and_can_be_repeated(mock_factory):
+    relay = Relay(17, max_on_s=30, pin_factory=mock_factory)
+    relay.pulse()
+    relay.close()
+    relay.close()
+    assert levels(mock_factory, 17) == [False, True, False]
+
+
+def test_outputs_follow_the_decision_levels(mock_factory):
+    cfg = OutputsConfig(buzzer_pin=5)
+    with Outputs.from_config(cfg, pulse_s=5.0, factory=mock_factory) as out:
+        out.apply(Signals(relay=True, green=True))
+        out.apply(Signals(relay=True, green=True))  # unchanged: nothing re-driven
+        out.apply(Signals(red=True, buzzer=True))
+        out.apply(OFF)
+    assert levels(mock_factory, 17) == [False, True, False]
+    assert levels(mock_factory, 27) == [False, True, False]
+    assert levels(mock_factory, 22) == [False, True, False]
+    assert levels(mock_factory, 5) == [False, True, False]
+
+
+def test_leaving_the_block_with_an_exception_locks_the_door(mock_factory):
+    with (
+        pytest.raises(RuntimeError),
+        Outputs.from_config(OutputsConfig(), pulse_s=30, factory=mock_factory) as out,
+    ):
+        out.apply(Signals(relay=True, green=True, red=True))
+        raise RuntimeError("crash in the loop")
+    for pin in (17, 27, 22):
+        assert levels(mock_factory, pin)[-1] is False
+
+
+def test_absent_outputs_are_skipped(mock_factory):
+    cfg = OutputsConfig(green_pin=None, red_pin=None)
+    with Outputs.from_config(cfg, pulse_s=1, factory=mock_factory) as out:
+        assert [d.name for d in out.devices()] == ["relay"]
+        out.apply(Signals(relay=True, green=True, red=True))
+        out.off()
+    assert levels(mock_factory, 17) == [False, True, False]
+
+
+def test_a_pin_the_board_does_not_have_is_one_config_error(mock_factory):
+    with pytest.raises(ConfigError, match=r"outputs.red_pin: 99"):
+        Outputs.from_config(OutputsConfig(red_pin=99), pulse_s=1, factory=mock_factory)
+    # the relay built before the failure was released: its pin can be claimed again
+    Relay(17, max_on_s=1, pin_factory=mock_factory).close()
+
+
+def test_one_pin_for_two_outputs_is_rejected():
+    with pytest.raises(ValueError, match="pin 17 is given to more than one output"):
+        OutputsConfig(relay_pin=17, red_pin=17)

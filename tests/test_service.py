@@ -1,0 +1,185 @@
+"""The gate's main loop with fake frames and faces, real decision logic and MockFactory pins.
+
+Covers the fail-safe rules: relay off at start, at the end, on a crash, and
+while the camera is lost; reconnect with backoff; a stop request honoured
+while the camera is silent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from maskgate.edge.analyzer import Analysis, Face
+from maskgate.edge.config import GateConfig, build
+from maskgate.edge.notify import Notifier
+from maskgate.edge.outputs import Outputs
+from maskgate.edge.service import GateService
+from maskgate.edge.sources import Frame, FrameSource, LiveSource, SourceLostError
+
+CLASSES = ["with_mask", "without_mask"]
+BOX = (100, 100, 200, 220)
+
+
+def face(masked: bool) -> Face:
+    p = np.array([0.97, 0.03] if masked else [0.04, 0.96], np.float32)
+    return Face(BOX, 0.99, p, CLASSES[0 if masked else 1], float(p.max()), float(p[0]), masked)
+
+
+class FakeAnalyzer:
+    """Reads the 'scene' from the frame's first pixel: 1 = masked face, 2 = unmasked, 0 = nobody."""
+
+    classes = CLASSES
+
+    def __init__(self, crash_at: int | None = None) -> None:
+        self.crash_at = crash_at
+        self.calls = 0
+
+    def analyze(self, image: np.ndarray) -> Analysis:
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise RuntimeError("inference failed")
+        code = int(image[0, 0, 0])
+        return Analysis([face(code == 1)] if code else [])
+
+
+class ScriptedSource(FrameSource):
+    """Frames at 10 fps from a list of scene codes; ``lost`` raises SourceLostError at the end instead."""
+
+    def __init__(self, codes: list[int], *, lost: bool = False, t0: float = 0.0) -> None:
+        self.codes, self.lost, self.t0 = list(codes), lost, t0
+        self.i = 0
+        self.closed = False
+
+    def read(self) -> Frame | None:
+        if self.i == len(self.codes):
+            if self.lost:
+                raise SourceLostError("camera unplugged")
+            return None
+        image = np.full((4, 4, 3), self.codes[self.i], np.uint8)
+        frame = Frame(image, self.i, self.t0 + self.i / 10)
+        self.i += 1
+        return frame
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def mock_factory():
+    factory = MockFactory()
+    yield factory
+    factory.reset()
+
+
+def relay_states(factory) -> list[bool]:
+    return [bool(s.state) for s in factory.pin(17).states]
+
+
+def make_service(factory, sources, *, cfg: GateConfig | None = None, analyzer=None, **decision):
+    cfg = cfg or build(
+        {
+            "decision": {"pulse_s": 30.0, **decision},
+            "source": {"pace": False, "reconnect_initial_s": 0.01, "reconnect_max_s": 0.02},
+        }
+    )
+    outputs = Outputs.from_config(cfg.outputs, pulse_s=cfg.decision.pulse_s, factory=factory)
+    queue = list(sources)
+
+    def open_source(stop):
+        item = queue.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    return GateService(
+        cfg,
+        outputs=outputs,
+        analyzer=analyzer or FakeAnalyzer(),
+        open_source=open_source,
+        notifier=Notifier({}),
+    )
+
+
+def test_a_masked_face_unlocks_and_the_relay_is_off_when_the_source_ends(mock_factory):
+    source = ScriptedSource([0, 1, 1, 1, 1, 1])
+    svc = make_service(mock_factory, [source])
+    assert svc.run(threading.Event()) == 0
+    assert [e.kind for e in svc.events] == ["unlock"]
+    assert relay_states(mock_factory) == [False, True, False]  # on at the unlock, off at the end
+    assert source.closed
+
+
+def test_an_unmasked_face_keeps_the_door_locked(mock_factory):
+    svc = make_service(mock_factory, [ScriptedSource([1, 2, 2, 2, 2])])
+    svc.run(threading.Event())
+    assert [e.kind for e in svc.events] == ["deny"]
+    assert relay_states(mock_factory) == [False]
+    assert [bool(s.state) for s in mock_factory.pin(22).states] == [False, True, False]
+
+
+def test_losing_the_camera_turns_the_relay_off_and_reconnects(mock_factory, caplog):
+    first = ScriptedSource([1, 1, 1, 1], lost=True)
+    second = ScriptedSource([0, 0], t0=100.0)
+    svc = make_service(mock_factory, [first, SourceLostError("camera 0: cannot open"), second])
+    with caplog.at_level("INFO", logger="maskgate.gate"):
+        svc.run(threading.Event())
+    assert [e.kind for e in svc.events] == ["unlock", "cancel"]
+    assert svc.events[1].detail == "camera lost"
+    assert relay_states(mock_factory) == [False, True, False]
+    assert first.closed and second.closed
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("source lost: camera unplugged" in m for m in messages) == 1
+    assert (
+        sum("cannot open; retrying" in m for m in messages) == 1
+    )  # one line per state change, not per retry
+    assert any("source back after 2 attempt(s)" in m for m in messages)
+
+
+def test_a_crash_in_the_loop_leaves_the_relay_off(mock_factory):
+    svc = make_service(mock_factory, [ScriptedSource([1] * 10)], analyzer=FakeAnalyzer(crash_at=6))
+    with pytest.raises(RuntimeError, match="inference failed"):
+        svc.run(threading.Event())
+    assert relay_states(mock_factory) == [False, True, False]
+
+
+def test_stop_is_honoured_promptly_while_the_camera_is_silent(mock_factory):
+    release = threading.Event()
+
+    def grab():  # a camera that delivers one frame, then hangs in the driver
+        if not hasattr(grab, "done"):
+            grab.done = True
+            return np.zeros((4, 4, 3), np.uint8)
+        release.wait(5)
+        return None
+
+    stop = threading.Event()
+    live = LiveSource(grab, release.set, name="camera 0", timeout_s=60, cancel=stop)
+    svc = make_service(mock_factory, [live])
+    runner = threading.Thread(target=svc.run, args=(stop,))
+    runner.start()
+    time.sleep(0.3)
+    t = time.monotonic()
+    stop.set()
+    runner.join(timeout=2.0)
+    assert not runner.is_alive() and time.monotonic() - t < 2.0
+    assert svc.stats.frames == 1
+
+
+def test_max_frames_ends_the_run(mock_factory):
+    cfg = build({"source": {"max_frames": 3, "pace": False}})
+    svc = make_service(mock_factory, [ScriptedSource([0] * 10)], cfg=cfg)
+    svc.run(threading.Event())
+    assert svc.stats.frames == 3
+
+
+def test_snapshots_are_saved_only_when_configured(mock_factory, tmp_path):
+    cfg = build({"source": {"pace": False}, "service": {"snapshot_dir": str(tmp_path / "snaps")}})
+    svc = make_service(mock_factory, [ScriptedSource([1, 1, 1, 0, 0, 2, 2, 2])], cfg=cfg)
+    svc.run(threading.Event())
+    names = sorted(p.name for p in (tmp_path / "snaps").iterdir())
+    assert len(names) == 2 and {n.rsplit("-", 1)[1] for n in names} == {"unlock.jpg", "deny.jpg"}

@@ -1,0 +1,111 @@
+"""The service unit, checked by systemd's own tools, and the installer's plan."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+UNIT = REPO / "systemd" / "maskgate.service"
+INSTALLED_BIN = "/opt/maskgate/venv/bin/maskgate"
+HERE_BIN = str(Path(sys.executable).with_name("maskgate"))
+
+
+def systemd_analyze() -> str:
+    path = shutil.which("systemd-analyze")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is missing; .ci/run installs it")
+        pytest.skip("systemd-analyze not installed (Debian package systemd)")
+    return path
+
+
+def unit_settings() -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path):
+    # verify checks that each Exec* binary exists: point them at this environment's maskgate
+    unit = tmp_path / "maskgate.service"
+    unit.write_text(UNIT.read_text().replace(INSTALLED_BIN, HERE_BIN))
+    r = subprocess.run([systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+
+
+def test_unit_exposure_is_ok_or_better():
+    r = subprocess.run(
+        [systemd_analyze(), "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    m = re.search(r"Overall exposure level for maskgate.service: ([\d.]+) (\w+)", r.stdout + r.stderr)
+    assert m, r.stdout[-500:]
+    assert float(m.group(1)) <= 3.0 and m.group(2) == "OK", m.group(0)
+
+
+def test_unit_keeps_camera_and_gpio_reachable_and_is_a_watched_notify_service():
+    s = unit_settings()
+    assert s["Type"] == ["notify"] and s["Restart"] == ["on-failure"] and float(s["WatchdogSec"][0]) > 0
+    assert set(s["SupplementaryGroups"][0].split()) == {"gpio", "video"}
+    allowed = {d.split()[0] for d in s["DeviceAllow"]}
+    assert {"char-gpiochip", "char-video4linux", "char-media", "char-dma_heap"} <= allowed
+    assert "outputs off" in s["ExecStopPost"][0]  # the relay is driven off however the process ended
+    for key in ("ProtectSystem", "ProtectHome", "NoNewPrivileges", "PrivateTmp"):
+        assert s[key][0] in ("strict", "yes"), key
+
+
+def test_unit_commands_are_valid_maskgate_command_lines(tmp_path):
+    config = REPO / "systemd" / "config.toml"
+    for key in ("ExecStart", "ExecStopPost"):
+        argv = shlex.split(unit_settings()[key][0].replace("/etc/maskgate/config.toml", str(config)))
+        assert argv[0] == INSTALLED_BIN
+        from maskgate.edge.cli import build_parser
+
+        args = build_parser().parse_args(argv[1:])
+        assert args.config == config
+    r = subprocess.run(
+        [sys.executable, "-m", "maskgate.edge.cli", "run", "--config", str(config), "--validate-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and "valid" in r.stdout, r.stderr
+
+
+def test_installer_plans_user_venv_config_models_and_unit():
+    r = subprocess.run(
+        ["bash", str(REPO / "systemd" / "install.sh"), "--dry-run", "--no-start"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    steps = r.stdout
+    for expected in (
+        "useradd --system",
+        "--groups gpio,video maskgate",
+        "venv --system-site-packages",
+        "/etc/maskgate/config.toml",
+        "models fetch",
+        "maskgate.service",
+        "systemctl enable",
+    ):
+        assert expected in steps, expected
+    bad = subprocess.run(
+        ["bash", str(REPO / "systemd" / "install.sh"), "--bogus"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "unknown option --bogus" in bad.stderr
