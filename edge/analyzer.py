@@ -25,10 +25,10 @@ class Face:
     box: Box  # the detector's box in frame pixels (before the crop margin)
     detection_score: float
     probs: np.ndarray  # class probabilities in the bundle's class order
-    label: str
+    label: str  # the likeliest class, as accuracy counts it
     score: float  # probability of ``label``
     p_masked: float  # p(with_mask), plus p(incorrect) where that counts as masked
-    masked: bool  # what the gate counts: p_masked >= threshold
+    masked: bool  # what the gate counts: p_masked >= threshold, as FAR and FRR count it
 
     @property
     def height(self) -> int:
@@ -60,20 +60,6 @@ class Timings:
 class Analysis:
     faces: list[Face]
     timings: Timings = field(default_factory=Timings)
-
-
-def decide_label(probs: np.ndarray, classes: list[str], threshold: float) -> int:
-    """The reported class: ``with_mask`` from ``threshold`` on, else the likeliest other class.
-
-    With two classes and threshold 0.5 this is the arg-max; a different
-    threshold moves the line exactly as the FAR/FRR figures of training assume.
-    """
-    m = classes.index(MASKED)
-    if probs[m] >= threshold:
-        return m
-    rest = np.array(probs, dtype=np.float64, copy=True)
-    rest[m] = -1.0
-    return int(rest.argmax())
 
 
 class FrameAnalyzer:
@@ -126,7 +112,7 @@ class FrameAnalyzer:
         t3 = time.perf_counter()
         faces = []
         for d, p in zip(kept, probs, strict=True):
-            k = decide_label(p, self.classes, self.threshold)
+            k = int(p.argmax())
             p_masked = float(p[self._masked_idx].sum())
             faces.append(
                 Face(d.box, d.score, p, self.classes[k], float(p[k]), p_masked, p_masked >= self.threshold)

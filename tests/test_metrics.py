@@ -50,3 +50,16 @@ def test_macro_f1_ignores_classes_absent_from_the_data():
     y = [0, 1]
     probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]])
     assert classification_metrics(y, probs, names)["macro_f1"] == 1.0
+
+
+def test_threshold_moves_up_only_while_a_false_accept_costs_more_than_the_rejects_it_adds():
+    from maskgate.train.metrics import choose_threshold
+
+    p = np.array([0.95, 0.9, 0.6, 0.7, 0.1, 0.2])
+    masked = np.array([True, True, True, False, False, False])
+    # at 0.5 one unmasked face (0.7) is accepted; above it, one masked face (0.6) is rejected
+    assert choose_threshold(p, masked, false_accept_cost=5) == 0.8  # midway between 0.7 and 0.9
+    assert choose_threshold(p, masked, false_accept_cost=1) == 0.5  # a tie keeps the lower threshold
+    assert choose_threshold(p, np.ones(6, bool), false_accept_cost=5) == 0.5  # one class: nothing to weigh
+    high = np.array([0.99, 0.999])
+    assert choose_threshold(high, np.array([True, False]), false_accept_cost=5) < 1.0

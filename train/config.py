@@ -65,7 +65,18 @@ class TrainConfig(BaseModel):
         r"^augmented_image_",
         description="regex: files of a class whose names match are one family, kept on one side of the split",
     )
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="p(with_mask) at which the gate counts a mask")
+    threshold: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="p(with_mask) at which the gate counts a mask (default: chosen on the validation split)",
+    )
+    false_accept_cost: float = Field(
+        5.0,
+        ge=1.0,
+        le=1000.0,
+        description="how many false rejects one false accept is worth, when choosing the threshold",
+    )
     workers: int = Field(0, ge=0, le=64, description="decode threads (0 = one per CPU core)")
 
     @field_validator("family_pattern")

@@ -77,3 +77,27 @@ def classification_metrics(
     else:
         result["far"] = result["frr"] = None
     return result
+
+
+def choose_threshold(
+    p_masked: np.ndarray, is_masked: np.ndarray, *, false_accept_cost: float, lowest: float = 0.5
+) -> float:
+    """The gate threshold with the least cost on held-out data, where a false accept costs
+    ``false_accept_cost`` false rejects.
+
+    An unmasked face let in is worse than a masked one asked to step closer,
+    so the threshold moves up from ``lowest`` (0.5: the arg-max for two classes)
+    until the extra rejects outweigh the accepts they prevent. Candidates are
+    the midpoints between neighbouring scores, which leaves the most margin on
+    both sides; among equal costs the lowest threshold wins. Choose it on the
+    validation split, never on the test split it is then measured on.
+    """
+    p = np.asarray(p_masked, dtype=np.float64)
+    masked = np.asarray(is_masked, dtype=bool)
+    if not masked.any() or masked.all():
+        return lowest
+    scores = np.unique(p[p >= lowest])
+    candidates = np.concatenate([[lowest], (scores[:-1] + scores[1:]) / 2, scores[-1:] + 1e-6])
+    candidates = candidates[candidates < 1.0]
+    cost = [false_accept_cost * np.sum(p[~masked] >= t) + np.sum(p[masked] < t) for t in candidates]
+    return float(round(candidates[int(np.argmin(cost))], 4))

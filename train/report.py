@@ -86,7 +86,7 @@ def markdown_report(
         else "| ROC-AUC | n/a |",
         f"| macro F1 | {metrics['macro_f1']:.4f} |",
         f"| images | {metrics['n']} |",
-        f"| decision threshold | {metrics['threshold']} |",
+        f"| decision threshold | {metrics['threshold']} ({_threshold_source(config)}) |",
         "",
         "| class | precision | recall | F1 | support |",
         "| --- | --- | --- | --- | --- |",
@@ -123,3 +123,9 @@ def markdown_report(
 
     lines += [json.dumps(config, indent=2, default=str), "```", ""]
     return "\n".join(line for line in lines) + "\n"
+
+
+def _threshold_source(config: dict) -> str:
+    if config.get("threshold_source") == "validation split":
+        return f"chosen on the validation split; a false accept costs {config['false_accept_cost']:g} rejects"
+    return "set with --threshold"

@@ -17,14 +17,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from maskgate.edge import atomic, fetch, preprocess, sysinfo
 from maskgate.edge.errors import ConfigError, DataError, OutputExistsError
+from maskgate.edge.labels import MASKED
 
 from . import report
 from .config import IMAGENET_WEIGHTS, TrainConfig
 from .dataset import content_hash, drop_label_conflicts, locate, merge, scan_folder, scan_voc
 from .distribute import check_cluster
-from .metrics import classification_metrics
+from .metrics import choose_threshold, classification_metrics
 from .split import split_counts, split_samples, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -176,8 +179,20 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
             logger.warning("interrupted: evaluating the best checkpoint so far (Ctrl-C again aborts)")
 
         final = keras.models.load_model(checkpoint) if best.saved else model
+        threshold = cfg.threshold
+        if threshold is None:
+            val_probs = predict(final, subset["val"], input_size=cfg.input_size, batch_size=cfg.batch_size)
+            m = classes.index(MASKED)
+            threshold = choose_threshold(
+                val_probs[:, m], np.asarray(labels["val"]) == m, false_accept_cost=cfg.false_accept_cost
+            )
+            logger.info(
+                "threshold %.4f, chosen on the validation split (a false accept costs %g rejects)",
+                threshold,
+                cfg.false_accept_cost,
+            )
         probs = predict(final, subset["test"], input_size=cfg.input_size, batch_size=cfg.batch_size)
-        metrics = classification_metrics(labels["test"], probs, classes, threshold=cfg.threshold)
+        metrics = classification_metrics(labels["test"], probs, classes, threshold=threshold)
         errors = _misclassified(subset["test"], labels["test"], probs, classes, roots)
         history = log.records
         wall = time.monotonic() - started
@@ -274,6 +289,8 @@ def _write_outputs(
         atomic.write_text(run / name, json.dumps(obj, indent=2, default=str) + "\n")
 
     config = cfg.model_dump(mode="json") | {
+        "threshold": metrics["threshold"],
+        "threshold_source": "--threshold" if cfg.threshold is not None else "validation split",
         "classes": classes,
         "weights_file": str(weights) if weights else None,
         "weights_sha256": fetch.digest(weights.read_bytes()) if weights else None,
