@@ -28,10 +28,11 @@ from maskgate.edge import atomic, bundle, preprocess, sysinfo
 from maskgate.edge.classifier import TFLiteClassifier
 from maskgate.edge.errors import DataError, MaskgateError, OutputExistsError
 from maskgate.edge.imageio import read_image
-from maskgate.edge.litert import runtime_name
+from maskgate.edge.labels import MASKED
+from maskgate.edge.litert import quiet_native_stderr, runtime_name
 from maskgate.train.dataset import Sample, load_example, scan_folder
 from maskgate.train.evaluate import load_keras_model, resolve_model, run_split_samples
-from maskgate.train.metrics import classification_metrics
+from maskgate.train.metrics import choose_threshold, classification_metrics
 
 from .config import ConvertConfig
 
@@ -79,6 +80,10 @@ def _load(samples: list[Sample], size: int) -> np.ndarray:
     return np.stack([load_example(s, size) for s in samples])
 
 
+def _predict(clf: TFLiteClassifier, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    return np.concatenate([clf.predict(images[i : i + batch]) for i in range(0, len(images), batch)])
+
+
 def latency_ms(model: bytes, face: np.ndarray, *, threads: int, runs: int) -> dict[str, float]:
     """Per-face latency of one invocation on one face, after warm-up: a benchmark, not a test."""
     clf = TFLiteClassifier(model, num_threads=threads)
@@ -90,20 +95,24 @@ def latency_ms(model: bytes, face: np.ndarray, *, threads: int, runs: int) -> di
         t = time.perf_counter()
         clf.predict(batch)
         times.append((time.perf_counter() - t) * 1000)
-    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95)),
-            "mean": float(np.mean(times))}  # fmt: skip
+    return {
+        "p50": float(np.percentile(times, 50)),
+        "p95": float(np.percentile(times, 95)),
+        "mean": float(np.mean(times)),
+    }
 
 
 def _compare(
-    y: list[int], p_float: np.ndarray, p_int8: np.ndarray, classes: list[str], threshold: float
+    y: list[int], p_float: np.ndarray, p_int8: np.ndarray, classes: list[str], thresholds: tuple[float, float]
 ) -> dict:
-    mf = classification_metrics(y, p_float, classes, threshold=threshold)
-    mq = classification_metrics(y, p_int8, classes, threshold=threshold)
+    """Float against int8, each at its own decision threshold (as each would run on a device)."""
+    mf = classification_metrics(y, p_float, classes, threshold=thresholds[0])
+    mq = classification_metrics(y, p_int8, classes, threshold=thresholds[1])
     diff = np.abs(p_float - p_int8)
     return {
         "n": len(y),
-        "float": {k: mf[k] for k in ("accuracy", "far", "frr", "macro_f1", "confusion")},
-        "int8": {k: mq[k] for k in ("accuracy", "far", "frr", "macro_f1", "confusion")},
+        "float": {k: mf[k] for k in ("accuracy", "far", "frr", "macro_f1", "confusion", "threshold")},
+        "int8": {k: mq[k] for k in ("accuracy", "far", "frr", "macro_f1", "confusion", "threshold")},
         "accuracy_drop_pp": 100 * (mf["accuracy"] - mq["accuracy"]),
         "agreement": float((p_float.argmax(1) == p_int8.argmax(1)).mean()),
         "probability_diff_mean": float(diff.mean()),
@@ -144,9 +153,9 @@ def convert(cfg: ConvertConfig) -> Path:
 
     from .quantize import to_tflite
 
-    # The converter prints Keras's export summary to stdout; it belongs in a debug log, not the output.
+    # The converter prints Keras's export summary to stdout and its own notes to stderr; neither is for users.
     chatter = io.StringIO()
-    with contextlib.redirect_stdout(chatter):
+    with contextlib.redirect_stdout(chatter), quiet_native_stderr():
         models = {INT8_NAME: to_tflite(model, "int8", calibration.astype(np.float32))}
         extra_modes = [
             ("float32", cfg.float32),
@@ -158,18 +167,40 @@ def convert(cfg: ConvertConfig) -> Path:
                 models[f"model_{mode}.tflite"] = to_tflite(model, mode)
     logger.debug("%s", chatter.getvalue())
 
+    int8 = TFLiteClassifier(models[INT8_NAME], num_threads=os.cpu_count() or 1)
+    int8_threshold = threshold
+    if run_config.get("threshold_source") == "validation split":
+        # The device decides on int8 probabilities (steps of 1/256): choose its threshold on them,
+        # on the same validation split and at the same cost the run used for the float model.
+        val = run_split_samples(run_dir, "val")
+        p_val = _predict(int8, _load(val, size))
+        m = classes.index(MASKED)
+        int8_threshold = choose_threshold(
+            p_val[:, m],
+            np.array([s.label == MASKED for s in val]),
+            false_accept_cost=float(run_config["false_accept_cost"]),
+        )
+        logger.info(
+            "int8 threshold %.4f, chosen on the run's validation split (float model: %.4f)",
+            int8_threshold,
+            threshold,
+        )
+
     logger.info("verifying on %d images (%s)", len(verify), verify_source)
     images = _load(verify, size)
     y = [classes.index(s.label) for s in verify]
     p_float = model.predict(images.astype(np.float32), batch_size=32, verbose=0)
-    int8 = TFLiteClassifier(models[INT8_NAME], num_threads=os.cpu_count() or 1)
-    p_int8 = np.concatenate([int8.predict(images[i : i + 32]) for i in range(0, len(images), 32)])
-    verification = _compare(y, p_float, p_int8, classes, threshold) | {"source": verify_source}
+    p_int8 = _predict(int8, images)
+    verification = _compare(y, p_float, p_int8, classes, (threshold, int8_threshold)) | {
+        "source": verify_source
+    }
     logger.info(
         "float accuracy %.4f, int8 accuracy %.4f (drop %.2f pp), agreement %.4f",
-        verification["float"]["accuracy"], verification["int8"]["accuracy"],
-        verification["accuracy_drop_pp"], verification["agreement"],
-    )  # fmt: skip
+        verification["float"]["accuracy"],
+        verification["int8"]["accuracy"],
+        verification["accuracy_drop_pp"],
+        verification["agreement"],
+    )
     if verification["accuracy_drop_pp"] > cfg.tolerance:
         drop = verification["accuracy_drop_pp"]
         acc_f, acc_q = verification["float"]["accuracy"], verification["int8"]["accuracy"]
@@ -195,13 +226,22 @@ def convert(cfg: ConvertConfig) -> Path:
         "model": INT8_NAME,
         "float_model": FLOAT_NAME if FLOAT_NAME in models else None,
         "classes": classes,
-        "threshold": threshold,
-        "input": {"size": [size, size], "dtype": str(np.dtype(info[0]["dtype"])),
-                  "quantization": {"scale": float(info[0]["quantization"][0]),
-                                   "zero_point": int(info[0]["quantization"][1])}},
-        "output": {"dtype": str(np.dtype(info[1]["dtype"])),
-                   "quantization": {"scale": float(info[1]["quantization"][0]),
-                                    "zero_point": int(info[1]["quantization"][1])}},
+        "threshold": int8_threshold,
+        "input": {
+            "size": [size, size],
+            "dtype": str(np.dtype(info[0]["dtype"])),
+            "quantization": {
+                "scale": float(info[0]["quantization"][0]),
+                "zero_point": int(info[0]["quantization"][1]),
+            },
+        },
+        "output": {
+            "dtype": str(np.dtype(info[1]["dtype"])),
+            "quantization": {
+                "scale": float(info[1]["quantization"][0]),
+                "zero_point": int(info[1]["quantization"][1]),
+            },
+        },
         "preprocessing": preprocess.describe(size),
         "metrics": {"training": _training_metrics(run_dir), "verification": verification},
         "latency_ms_on_converting_machine": latency,
@@ -214,7 +254,7 @@ def convert(cfg: ConvertConfig) -> Path:
         },
         "libraries": sysinfo.library_versions() | {"runtime": runtime_name()},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }  # fmt: skip
+    }
     with atomic.staged_dir(cfg.out) as stage:
         for name, data in models.items():
             atomic.write_bytes(stage / name, data)
@@ -262,10 +302,12 @@ def _report(meta: dict[str, Any], models: dict[str, bytes]) -> str:
         "",
         f"## Verification ({v['n']} images, {v['source']})",
         "",
-        "| model | accuracy | FAR | FRR |",
-        "| --- | --- | --- | --- |",
-        f"| Keras float32 | {percent(f['accuracy'])} | {percent(f['far'])} | {percent(f['frr'])} |",
-        f"| TFLite int8 | {percent(q['accuracy'])} | {percent(q['far'])} | {percent(q['frr'])} |",
+        "| model | accuracy | FAR | FRR | threshold |",
+        "| --- | --- | --- | --- | --- |",
+        *[
+            f"| {name} | {' | '.join(percent(m[k]) for k in ('accuracy', 'far', 'frr'))} | {m['threshold']} |"
+            for name, m in (("Keras float32", f), ("TFLite int8", q))
+        ],
         "",
         f"Accuracy drop {v['accuracy_drop_pp']:.2f} pp; agreement {percent(v['agreement'])}; "
         f"probability difference mean {v['probability_diff_mean']:.4f}, max {v['probability_diff_max']:.4f}.",

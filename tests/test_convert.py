@@ -289,3 +289,25 @@ def test_convert_bad_inputs_are_one_line(tiny_run, tiny_bundle, tmp_path, capsys
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("maskgate: error:") and fragment in err[-1], err
     assert not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3))
+
+
+def test_the_int8_threshold_is_chosen_on_int8_outputs_of_the_validation_split(tiny_run, tmp_path):
+    import shutil
+
+    from maskgate.edge.bundle import load_bundle
+    from maskgate.train.evaluate import predict_tflite, run_split_samples
+    from maskgate.train.metrics import choose_threshold
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "config.json").write_text(
+        json.dumps({"threshold": 0.5, "threshold_source": "validation split", "false_accept_cost": 5.0})
+    )
+    out = tmp_path / "b"
+    assert main(["-q", "convert", "--model", str(run), "--out", str(out), "--latency-runs", "0"]) == 0
+    b = load_bundle(out)
+    val = run_split_samples(run, "val")
+    p = predict_tflite(b.classifier(), val, 32)[:, 0]
+    expected = choose_threshold(p, np.array([s.label == "with_mask" for s in val]), false_accept_cost=5.0)
+    v = b.metadata["metrics"]["verification"]
+    assert b.threshold == expected and v["int8"]["threshold"] == expected and v["float"]["threshold"] == 0.5
