@@ -76,7 +76,8 @@ class Gate:
         self.denied = {tr.id for tr in unmasked}
         if unmasked:
             if new_unmasked:
-                events.append(Event(t, "deny", tuple(new_unmasked), _scores(unmasked)))
+                fresh = [tr for tr in unmasked if tr.id in new_unmasked]
+                events.append(Event(t, "deny", tuple(new_unmasked), _scores(fresh)))
                 self.buzzer_until = t + cfg.buzzer_s
             self.alarm_until = t + cfg.alarm_s
         elif self.alarm_until != float("-inf") and t >= self.alarm_until:

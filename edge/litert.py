@@ -34,11 +34,12 @@ def runtime_name() -> str:
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence the runtime's C++ banner ("Created TensorFlow Lite XNNPACK delegate ...").
+def quiet_native_stderr():
+    """Silence native libraries' chatter ("Created TensorFlow Lite XNNPACK delegate ...").
 
     It is written straight to file descriptor 2, around our one-line messages;
     failures still surface as Python exceptions, which this does not touch.
+    The converter in convert/ uses it too.
     """
     try:
         saved = os.dup(2)
@@ -58,7 +59,7 @@ def load_interpreter(model: Path | bytes, *, num_threads: int = 1):
     """An interpreter with tensors allocated, or a ``ModelFileError`` naming the file."""
     interpreter = interpreter_class()
     try:
-        with _quiet_native_stderr():
+        with quiet_native_stderr():
             if isinstance(model, bytes):
                 it = interpreter(model_content=model, num_threads=num_threads)
             else:

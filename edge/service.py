@@ -133,6 +133,7 @@ class GateService:
                 if source is not None:
                     source.close()
         logger.info("%s", self.stats.summary(self.clock()))
+        logger.info("stopped; outputs off")
         return 0
 
     def _step(self, frame: Frame) -> None:
