@@ -30,6 +30,7 @@ from maskgate.edge.errors import DataError, MaskgateError, OutputExistsError
 from maskgate.edge.imageio import read_image
 from maskgate.edge.labels import MASKED
 from maskgate.edge.litert import quiet_native_stderr, runtime_name
+from maskgate.edge.timing import summarize
 from maskgate.train.dataset import Sample, load_example, scan_folder
 from maskgate.train.evaluate import load_keras_model, resolve_model, run_split_samples
 from maskgate.train.metrics import choose_threshold, classification_metrics
@@ -95,11 +96,7 @@ def latency_ms(model: bytes, face: np.ndarray, *, threads: int, runs: int) -> di
         t = time.perf_counter()
         clf.predict(batch)
         times.append((time.perf_counter() - t) * 1000)
-    return {
-        "p50": float(np.percentile(times, 50)),
-        "p95": float(np.percentile(times, 95)),
-        "mean": float(np.mean(times)),
-    }
+    return summarize(times)
 
 
 def _compare(

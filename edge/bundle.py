@@ -17,6 +17,7 @@ from typing import Any
 
 from . import atomic
 from .errors import ModelFileError
+from .labels import MASKED
 from .preprocess import describe
 
 FORMAT = "maskgate-bundle"
@@ -143,6 +144,8 @@ def load_bundle(path: str | Path) -> Bundle:
         with open(path / name, "rb") as f:
             if f.read(8)[4:8] != TFLITE_MAGIC:
                 raise ModelFileError(f"bundle {path}: {name} is not a TFLite model")
+    if meta["kind"] == "classifier" and MASKED not in bundle.classes:
+        raise ModelFileError(f"bundle {path}: classes {bundle.classes} lack {MASKED}; the gate cannot decide")
     labels = [x.strip() for x in (path / LABELS).read_text(encoding="utf-8").splitlines() if x.strip()]
     if labels != bundle.classes:
         raise ModelFileError(f"bundle {path}: {LABELS} {labels} differs from the metadata's {bundle.classes}")

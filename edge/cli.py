@@ -34,7 +34,7 @@ COMMAND_GROUP = "maskgate.commands"
 EXTRA_OF = {
     "tensorflow": "train", "keras": "train", "sklearn": "train", "matplotlib": "train", "h5py": "train",
     "cv2": "edge", "PIL": "edge", "gpiozero": "edge", "ai_edge_litert": "edge", "tflite_runtime": "edge",
-    "picamera2": "pi", "lgpio": "pi",
+    "picamera2": "pi", "libcamera": "pi", "lgpio": "pi",
 }  # fmt: skip
 
 

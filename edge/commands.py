@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from .config import DEFAULT_PATH, GateConfig, load, parse_override
+from .errors import ConfigError
 
 logger = logging.getLogger("maskgate")
 
@@ -150,12 +151,17 @@ def _detect(args: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     from . import atomic
-    from .scoring import format_report, latency_summary, read_jsonl, score, seen_scenes
+    from .scoring import format_report, read_jsonl, score, seen_scenes
+    from .timing import summarize
 
+    if not 0 < args.iou <= 1:
+        raise ConfigError(f"--iou {args.iou}: must be above 0 and at most 1")
+    if args.min_height < 1:
+        raise ConfigError(f"--min-height {args.min_height}: must be at least 1")
     predictions, latencies = read_jsonl(args.jsonl)
     exclude = seen_scenes(args.exclude_seen / "split.json") if args.exclude_seen else set()
     result = score(args.voc, predictions, iou=args.iou, min_height=args.min_height, exclude=exclude)
-    result["latency_ms"] = latency_summary(latencies)
+    result["latency_ms"] = summarize(latencies)
     print(format_report(result))
     if args.json_out:
         atomic.write_text(args.json_out, json.dumps(result, indent=2) + "\n")
@@ -199,5 +205,8 @@ def _as_toml(cfg: GateConfig) -> str:
     for section, values in cfg.model_dump(mode="json").items():
         lines.append(f"\n[{section}]")
         for key, value in values.items():
-            lines.append(f"# {key} = (none)" if value is None else f"{key} = {json.dumps(value)}")
+            if value is None:  # TOML has no null: pins say false, other keys are left out
+                lines.append(f"{key} = false" if key.endswith("_pin") else f"# {key} = (none)")
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
     return "\n".join(lines).lstrip()

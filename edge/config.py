@@ -13,14 +13,30 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/maskgate/config.toml")
 CONFIG_ENV = "MASKGATE_CONFIG"
 
-Pin = int | str  # a BCM number (17) or any name gpiozero accepts ("GPIO17", "BOARD11")
+
+def _no_pin(value: Any) -> Any:
+    """TOML has no null: ``false`` or ``"none"`` says an output is not fitted."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    return value
+
+
+def _index_as_text(value: Any) -> Any:
+    """``uri = 0`` in TOML (or ``--set source.uri=0``) is camera 0, as ``"0"`` is."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Uri = Annotated[str, BeforeValidator(_index_as_text)]
+
+# A BCM number (17) or any name gpiozero accepts ("GPIO17", "BOARD11"); false or "none" for no output.
+Pin = Annotated[int | str | None, BeforeValidator(_no_pin)]
 Side = Annotated[int, Field(ge=32, le=4096)]
 
 
@@ -29,7 +45,7 @@ class Section(BaseModel):
 
 
 class SourceConfig(Section):
-    uri: str = Field(
+    uri: Uri = Field(
         "picamera",
         description="'picamera'; a camera index ('0'); a video file; an rtsp:// or http(s):// URL; "
         "an image file, folder or glob",
@@ -132,14 +148,12 @@ class OutputsConfig(Section):
     pin_factory: Literal["auto", "mock", "lgpio", "rpigpio", "pigpio", "native"] = Field(
         "auto", description="gpiozero pin factory: 'auto' picks the board's; 'mock' simulates pins"
     )
-    relay_pin: Pin | None = Field(
-        17, description="door relay (BCM number or gpiozero pin name); none = no relay"
-    )
+    relay_pin: Pin = Field(17, description="door relay (BCM number or gpiozero pin name); false = no relay")
     relay_active_high: bool = Field(True, description="the relay board switches on a high level")
-    green_pin: Pin | None = Field(27, description="green LED: a pulse is running")
-    red_pin: Pin | None = Field(22, description="red LED: an unmasked face is present")
+    green_pin: Pin = Field(27, description="green LED: a pulse is running")
+    red_pin: Pin = Field(22, description="red LED: an unmasked face is present")
     leds_active_high: bool = Field(True, description="the LEDs light on a high level")
-    buzzer_pin: Pin | None = Field(None, description="buzzer sounding with the red LED; none = no buzzer")
+    buzzer_pin: Pin = Field(None, description="buzzer sounding with the red LED; false = no buzzer")
     buzzer_active_high: bool = Field(True, description="the buzzer sounds on a high level")
 
     @model_validator(mode="after")

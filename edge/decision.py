@@ -34,6 +34,7 @@ class Signals:
     green: bool = False
     red: bool = False
     buzzer: bool = False
+    unlocks: int = 0  # unlocks so far: a new count starts a new pulse, even back to back
 
 
 OFF = Signals()
@@ -60,6 +61,7 @@ class Gate:
     buzzer_until: float = float("-inf")
     unlocked_for: set[int] = field(default_factory=set)  # faces that already opened the gate
     denied: set[int] = field(default_factory=set)  # unmasked faces already signalled
+    unlocks: int = 0
 
     def step(self, t: float, tracks: Sequence[Track]) -> tuple[Signals, list[Event]]:
         """Advance to time ``t`` with the faces now in view; return output levels and what happened."""
@@ -97,13 +99,13 @@ class Gate:
             eligible = [tr for tr in masked if not (cfg.once_per_face and tr.id in self.unlocked_for)]
             if eligible:
                 self.phase, self.phase_end = Phase.UNLOCKED, t + cfg.pulse_s
+                self.unlocks += 1
                 self.unlocked_for |= {tr.id for tr in masked}
                 events.append(Event(t, "unlock", tuple(tr.id for tr in eligible), _scores(eligible)))
 
         relay = self.phase is Phase.UNLOCKED and t < self.phase_end
-        return Signals(
-            relay=relay, green=relay, red=t < self.alarm_until, buzzer=t < self.buzzer_until
-        ), events
+        red = bool(unmasked) or t < self.alarm_until
+        return Signals(relay, relay, red, t < self.buzzer_until, self.unlocks), events
 
     def lose_source(self, t: float) -> tuple[Signals, list[Event]]:
         """The camera is gone: end any pulse and report it; the gate stays locked until frames return."""
@@ -112,7 +114,7 @@ class Gate:
         self.alarm_until = self.buzzer_until = float("-inf")
         self.unlocked_for.clear()
         self.denied.clear()
-        return OFF, events
+        return Signals(unlocks=self.unlocks), events
 
     def _cooldown(self, t: float) -> None:
         self.phase, self.phase_end = Phase.COOLDOWN, t + self.cfg.cooldown_s

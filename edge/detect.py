@@ -12,9 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
@@ -25,25 +22,10 @@ from .config import GateConfig
 from .draw import annotate
 from .errors import DataError, OutputExistsError
 from .imageio import IMAGE_SUFFIXES
-from .scoring import latency_summary
 from .sources import FrameSource, ImageSource, VideoFileSource, open_source
+from .timing import summarize
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def staged_file(final: Path) -> Iterator:
-    """A text file written beside ``final`` under a temporary name, renamed into place on success."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-        os.replace(tmp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 class Annotator:
@@ -67,10 +49,12 @@ class Annotator:
             return
         if self._writer is None:
             h, w = image.shape[:2]
-            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+            path = self.folder / self.video_name
             self._writer = cv2.VideoWriter(
-                str(self.folder / self.video_name), fourcc, self.video_fps or 15.0, (w, h)
+                str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.video_fps or 15.0, (w, h)
             )
+            if not self._writer.isOpened():
+                raise DataError(f"--annotate: OpenCV cannot write {path.name} (no mp4v encoder)")
         self._writer.write(image)
 
     def close(self) -> None:
@@ -88,15 +72,19 @@ def detect(cfg: GateConfig, *, jsonl: Path, annotate_dir: Path | None = None, pr
             if Path(path).exists() and what == "--annotate":
                 raise OutputExistsError(f"--annotate {path} already exists; choose another folder")
             atomic.check_creatable(Path(path), what)
-    source = open_source(cfg.source)
     analyzer = FrameAnalyzer.from_config(cfg.detector, cfg.classifier)
+    try:
+        source = open_source(cfg.source)
+    except BaseException:
+        analyzer.close()
+        raise
     latencies: list[float] = []
     frames = faces = 0
     total = len(source.paths) * source.frames_per_image if isinstance(source, ImageSource) else None
     with contextlib.ExitStack() as stack:
         stack.callback(source.close)
         stack.callback(analyzer.close)
-        out = stack.enter_context(staged_file(jsonl))
+        out = stack.enter_context(atomic.staged_file(jsonl))
         annotator = None
         if annotate_dir is not None:
             folder = stack.enter_context(atomic.staged_dir(annotate_dir))
@@ -122,4 +110,4 @@ def detect(cfg: GateConfig, *, jsonl: Path, annotate_dir: Path | None = None, pr
         if not frames:
             raise DataError(f"source {cfg.source.uri}: no readable frame")
     skipped = getattr(source, "skipped", [])
-    return {"frames": frames, "faces": faces, "skipped": skipped, "latency_ms": latency_summary(latencies)}
+    return {"frames": frames, "faces": faces, "skipped": skipped, "latency_ms": summarize(latencies)}

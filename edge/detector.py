@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DetectorConfig
-from .errors import ModelFileError
+from .errors import ModelFileError, brief
 from .preprocess import Box
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class SsdOpenCvDetector(FaceDetector):
         try:
             self._net = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
         except cv2.error as e:
-            raise ModelFileError(f"face detector {weights.name} cannot be loaded: {_first_line(e)}") from e
+            raise ModelFileError(f"face detector {weights.name} cannot be loaded: {brief(e)}") from e
         if self._net.empty():
             raise ModelFileError(f"face detector {weights.name} cannot be loaded")
         self.input_size = input_size
@@ -119,11 +119,6 @@ class SsdOpenCvDetector(FaceDetector):
         return boxes_from_normalized(
             self.raw(image)[:, 2:7], w, h, confidence=self.confidence, min_face_px=self.min_face_px
         )
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[-1][:200] if text else e.__class__.__name__
 
 
 def make_detector(cfg: DetectorConfig) -> FaceDetector:

@@ -33,3 +33,10 @@ class FetchError(MaskgateError, OSError):
 
 class OutputExistsError(MaskgateError, FileExistsError):
     """The output path exists and would be overwritten."""
+
+
+def brief(e: BaseException, limit: int = 160) -> str:
+    """One line of a library's exception for a user-facing message: its last non-empty line
+    (where OpenCV and gpiozero put the reason), cut to ``limit`` characters."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else e.__class__.__name__

@@ -10,11 +10,12 @@ pulse that gpiozero's own background thread ends after at most
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 
 from .config import OutputsConfig
 from .decision import OFF, Signals
-from .errors import ConfigError
+from .errors import ConfigError, brief
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def pin_factory(name: str):
     try:
         return getattr(importlib.import_module(module), cls)()
     except Exception as e:  # missing library, no GPIO chip, daemon not running
-        raise ConfigError(f"outputs.pin_factory: {name} is not usable here ({_reason(e)})") from e
+        raise ConfigError(f"outputs.pin_factory: {name} is not usable here ({brief(e)})") from e
 
 
 class Output:
@@ -46,19 +47,21 @@ class Output:
 
     def __init__(self, pin, *, active_high: bool = True, pin_factory=None, name: str = "output") -> None:
         from gpiozero import DigitalOutputDevice
-        from gpiozero.exc import BadPinFactory, GPIOZeroError
+        from gpiozero.exc import BadPinFactory, GPIOZeroError, PinFactoryFallback
 
         self.name = name
         try:
-            self._device = DigitalOutputDevice(
-                pin, active_high=active_high, initial_value=False, pin_factory=pin_factory
-            )
+            with warnings.catch_warnings():  # 'auto' tries each factory in turn and warns for each miss
+                warnings.simplefilter("ignore", PinFactoryFallback)
+                self._device = DigitalOutputDevice(
+                    pin, active_high=active_high, initial_value=False, pin_factory=pin_factory
+                )
         except BadPinFactory as e:
             raise ConfigError(
                 'no GPIO on this machine; set outputs.pin_factory = "mock" to simulate the pins'
             ) from e
         except (GPIOZeroError, ValueError) as e:
-            raise ConfigError(f"outputs.{name}_pin: {pin!r} cannot be used ({_reason(e)})") from e
+            raise ConfigError(f"outputs.{name}_pin: {pin!r} cannot be used ({brief(e)})") from e
 
     @property
     def is_on(self) -> bool:
@@ -142,8 +145,11 @@ class Outputs:
 
     def apply(self, levels: Signals) -> None:
         """Drive each output to ``levels``, touching only those that change."""
-        if levels.relay != self._levels.relay and self.relay is not None:
-            self.relay.pulse() if levels.relay else self.relay.off()
+        if self.relay is not None:
+            if levels.relay and levels.unlocks != self._levels.unlocks:
+                self.relay.pulse()  # a new unlock, even one right after the last pulse ended
+            elif self._levels.relay and not levels.relay:
+                self.relay.off()
         for name in ("green", "red", "buzzer"):
             device, want = getattr(self, name), getattr(levels, name)
             if device is not None and want != getattr(self._levels, name):
@@ -154,7 +160,7 @@ class Outputs:
         """Every output off now, whatever the last levels were."""
         for device in self.devices():
             device.off()
-        self._levels = OFF
+        self._levels = replace(OFF, unlocks=self._levels.unlocks)
 
     def close(self) -> None:
         """Relay first: if closing anything else fails, the door is already locked."""
@@ -164,7 +170,7 @@ class Outputs:
                 device.close()
             except Exception as e:  # keep closing the rest; report after
                 errors.append(e)
-        self._levels = OFF
+        self._levels = replace(OFF, unlocks=self._levels.unlocks)
         if errors:
             raise errors[0]
 
@@ -173,8 +179,3 @@ class Outputs:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _reason(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:160] if text else e.__class__.__name__

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import DataError
 from .labels import INCORRECT
 from .preprocess import Box
@@ -89,11 +87,12 @@ def read_jsonl(path: Path) -> tuple[dict[str, list[Prediction]], list[float]]:
 def seen_scenes(split_json: Path) -> set[str]:
     """Image names of the VOC scenes a training run used for training or validation."""
     try:
-        doc = json.loads(Path(split_json).read_text(encoding="utf-8"))
-        rows = doc["samples"]
-    except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"split manifest {split_json} is unreadable: {e}") from e
-    return {Path(r["path"]).name for r in rows if r.get("box") is not None and r["split"] in ("train", "val")}
+        rows = json.loads(Path(split_json).read_text(encoding="utf-8"))["samples"]
+        return {
+            Path(r["path"]).name for r in rows if r.get("box") is not None and r["split"] in ("train", "val")
+        }
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"split manifest {split_json} is unreadable: {e!r}") from e
 
 
 def score(
@@ -144,13 +143,6 @@ def score(
         },
         "protocol": {"iou": iou, "min_height": min_height, "left_out": [INCORRECT]},
     }
-
-
-def latency_summary(latencies: list[float]) -> dict[str, float] | None:
-    if not latencies:
-        return None
-    a = np.asarray(latencies)
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "mean": float(a.mean())}
 
 
 def format_report(result: dict[str, Any]) -> str:

@@ -19,8 +19,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .analyzer import Analysis, FrameAnalyzer
 from .config import GateConfig
 from .decision import Event, Gate
@@ -29,11 +27,13 @@ from .notify import Notifier
 from .outputs import Outputs
 from .snapshots import SnapshotStore
 from .sources import Frame, FrameSource, SourceLostError, open_source
+from .timing import summarize
 from .tracking import Observation, Tracker
 
 logger = logging.getLogger("maskgate.gate")
 
 SNAPSHOT_EVENTS = ("unlock", "deny")
+WAIT_SLICE_S = 0.5  # long waits are cut into slices that ping the watchdog
 
 
 @dataclass
@@ -52,13 +52,12 @@ class Stats:
         self.latencies_ms.append(analysis.timings.total)
 
     def summary(self, now: float) -> str:
-        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+        lat = summarize(self.latencies_ms) or {"p50": 0.0, "p95": 0.0}
         fps = self.frames / max(now - self.since, 1e-9)
         events = ", ".join(f"{k} {v}" for k, v in sorted(self.events.items())) or "none"
         return (
-            f"stats: {self.frames} frames, {fps:.1f} fps, per frame p50 {np.percentile(lat, 50):.1f} ms "
-            f"p95 {np.percentile(lat, 95):.1f} ms, {self.faces / max(self.frames, 1):.2f} faces/frame; "
-            f"events: {events}"
+            f"stats: {self.frames} frames, {fps:.1f} fps, per frame p50 {lat['p50']:.1f} ms "
+            f"p95 {lat['p95']:.1f} ms, {self.faces / max(self.frames, 1):.2f} faces/frame; events: {events}"
         )
 
 
@@ -98,23 +97,31 @@ class GateService:
     def run(self, stop: threading.Event) -> int:
         """Process frames until ``stop`` is set or a finite source ends; outputs are off on return."""
         source: FrameSource | None = None
+        self._outage = _Outage(self.cfg.source.reconnect_initial_s)
         try:
             self.outputs.off()
-            source = self._connect(stop, first=True)
+            # Ready once the models are loaded (the caller did that): a camera that is late
+            # must not make systemd time the start out and restart-loop the service.
             self.notifier.ready(f"gate running on {self.cfg.source.uri}")
             start_wall = self.clock()
             next_stats = start_wall + self.cfg.service.stats_every_s
-            while source is not None and not stop.is_set():
+            while not stop.is_set():
                 self.notifier.watchdog()
+                if source is None:
+                    source = self._open_or_wait(stop)
+                    continue
                 try:
                     frame = source.read()
                 except SourceLostError as e:
                     self._lost(str(e))
                     source.close()
-                    source = self._connect(stop)
+                    source = None
+                    self._backoff(stop)
                     continue
                 if frame is None:
                     break
+                if self._outage.active:
+                    self._back()
                 if self._pace(source, frame, start_wall, stop):
                     break
                 self._step(frame)
@@ -126,10 +133,10 @@ class GateService:
                     logger.info("%s", self.stats.summary(now))
                     next_stats = now + self.cfg.service.stats_every_s
         finally:
-            self.notifier.stopping()
             try:
                 self.outputs.off()
             finally:
+                self.notifier.stopping()
                 if source is not None:
                     source.close()
         logger.info("%s", self.stats.summary(self.clock()))
@@ -155,43 +162,77 @@ class GateService:
             self.snapshots.save(annotate(frame.image, analysis.faces if analysis else []), event.kind)
 
     def _lost(self, reason: str) -> None:
-        """Camera gone: door locked now, faces forgotten, one log line (not one per retry)."""
+        """Camera gone: door locked now, faces forgotten, one log line per outage (not per retry)."""
         levels, events = self.gate.lose_source(self.clock())
         self.outputs.apply(levels)
         self.outputs.off()
         self.tracker.clear()
         for event in events:
             self._report(event)
-        logger.warning("source lost: %s; relay off, reconnecting", reason)
-        self.notifier.status(f"source lost: {reason}")
+        if not self._outage.active:
+            logger.warning("source lost: %s; relay off, reconnecting", reason)
+            self.notifier.status(f"source lost: {reason}")
+        self._outage.begin(self.clock())
 
-    def _connect(self, stop: threading.Event, *, first: bool = False) -> FrameSource | None:
-        """Open the source, retrying a camera that is not there yet with exponential backoff."""
-        delay = self.cfg.source.reconnect_initial_s
-        failures = 0
-        while not stop.is_set():
-            try:
-                source = self._open(stop)
-            except SourceLostError as e:
-                if failures == 0:
-                    logger.warning("%s; retrying every %g-%g s", e, delay, self.cfg.source.reconnect_max_s)
-                failures += 1
-                self.notifier.watchdog()
-                stop.wait(delay)
-                delay = min(delay * 2, self.cfg.source.reconnect_max_s)
-                continue
-            if not first or failures:
-                logger.info("source back after %d attempt(s)", failures + 1)
-                self.notifier.status(f"gate running on {self.cfg.source.uri}")
-            return source
-        return None
+    def _open_or_wait(self, stop: threading.Event) -> FrameSource | None:
+        """Open the source; a camera that is not there (yet) is retried after a growing wait."""
+        if self._outage.active:
+            self._outage.attempts += 1
+        try:
+            return self._open(stop)
+        except SourceLostError as e:
+            if not self._outage.active:
+                logger.warning(
+                    "%s; retrying every %g-%g s", e, self._outage.delay, self.cfg.source.reconnect_max_s
+                )
+                self.notifier.status(f"waiting for the source: {e}")
+                self._outage.begin(self.clock())
+                self._outage.attempts = 1  # the attempt that just failed
+            self._backoff(stop)
+            return None
+
+    def _backoff(self, stop: threading.Event) -> None:
+        self._wait(stop, self._outage.delay)
+        self._outage.delay = min(self._outage.delay * 2, self.cfg.source.reconnect_max_s)
+
+    def _back(self) -> None:
+        """The first frame after an outage: only now is the source really back."""
+        logger.info(
+            "source back after %d attempt(s), %.1f s",
+            self._outage.attempts,
+            self.clock() - self._outage.since,
+        )
+        self.notifier.status(f"gate running on {self.cfg.source.uri}")
+        self._outage = _Outage(self.cfg.source.reconnect_initial_s)
+
+    def _wait(self, stop: threading.Event, seconds: float) -> bool:
+        """Wait, pinging the watchdog, so long waits never look like a hang; True if stopped."""
+        deadline = self.clock() + seconds
+        while (left := deadline - self.clock()) > 0:
+            if stop.wait(min(left, WAIT_SLICE_S)):
+                return True
+            self.notifier.watchdog()
+        return stop.is_set()
 
     def _pace(self, source: FrameSource, frame: Frame, start: float, stop: threading.Event) -> bool:
         """Files play at their frame rate when ``source.pace`` is set; True if stopped while waiting."""
         if source.live or not self.cfg.source.pace:
             return False
-        wait = start + frame.timestamp - self.clock()
-        return wait > 0 and stop.wait(wait)
+        return self._wait(stop, start + frame.timestamp - self.clock())
+
+
+@dataclass
+class _Outage:
+    """Backoff state while the source is away."""
+
+    delay: float
+    active: bool = False
+    since: float = 0.0
+    attempts: int = 0
+
+    def begin(self, now: float) -> None:
+        if not self.active:
+            self.active, self.since, self.attempts = True, now, 0
 
 
 def _open_default(cfg: GateConfig, stop: threading.Event) -> FrameSource:

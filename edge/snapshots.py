@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
+from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,13 @@ class SnapshotStore:
     def __init__(self, folder: Path, *, max_bytes: int) -> None:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(
+                f"service.snapshot_dir: cannot create {folder} ({e.strerror or e}); "
+                "under the service, use a folder below /var/lib/maskgate"
+            ) from e
 
     def save(self, image: np.ndarray, kind: str, when: datetime | None = None) -> Path | None:
         """Write ``image`` as JPEG named by time and event; drop the oldest beyond the cap."""
@@ -37,10 +44,10 @@ class SnapshotStore:
         path = self.folder / f"{when.strftime('%Y%m%dT%H%M%S.%f')[:-3]}Z-{kind}{SUFFIX}"
         try:
             atomic.write_bytes(path, buf.tobytes())
+            self.prune()
         except OSError as e:  # a full or read-only disk must not stop the gate
             logger.warning("snapshot not saved: %s", e.strerror or e)
             return None
-        self.prune()
         return path
 
     def prune(self) -> None:

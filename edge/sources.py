@@ -9,6 +9,7 @@ step processes what the camera sees *now*, not a queue of stale frames.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import threading
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 PICAMERA = "picamera"
 CANCEL_CHECK_S = 0.1
+CLOSE_WAIT_S = 0.5
+OPEN_TIMEOUT_S = 2.0
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 
 
@@ -202,21 +205,29 @@ class LiveSource(FrameSource):
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                image = self._grab()
-            except Exception as e:  # any driver failure ends this source; the runtime reopens it
-                image, error = None, f"{e.__class__.__name__}: {e}"
-            else:
-                error = "the source returned no frame"
-            with self._cond:
-                if image is None:
-                    self._error = error
+        try:
+            while not self._stop.is_set():
+                try:
+                    image = self._grab()
+                except Exception as e:  # any driver failure ends this source; the runtime reopens it
+                    image, error = None, f"{e.__class__.__name__}: {e}"
+                else:
+                    error = "the source returned no frame"
+                with self._cond:
+                    if image is None:
+                        self._error = error
+                        self._cond.notify_all()
+                        return
+                    self._latest = image
+                    self._seq += 1
                     self._cond.notify_all()
-                    return
-                self._latest = image
-                self._seq += 1
-                self._cond.notify_all()
+        finally:
+            # Released by the thread that reads it: camera drivers and VideoCapture are not
+            # safe to close from one thread while another is inside a read.
+            try:
+                self._release()
+            except Exception as e:  # a driver that fails to close must not hide why the source ended
+                logger.debug("%s: release failed: %s", self.name, e)
 
     def read(self) -> Frame | None:
         deadline = time.monotonic() + self._timeout
@@ -234,19 +245,27 @@ class LiveSource(FrameSource):
         return Frame(image, self._returned - 1, time.monotonic(), None)
 
     def close(self) -> None:
-        if self._stop.is_set():
-            return
+        """Ask the reading thread to stop and release the device; wait a moment, never block on it.
+
+        A grab stuck in the driver returns within a frame period or its read timeout, and the
+        thread then releases the device itself.
+        """
         self._stop.set()
-        # A grab blocked in the driver returns within a frame period; give it a moment, then release.
-        self._thread.join(timeout=1.0)
-        self._release()
+        self._thread.join(timeout=CLOSE_WAIT_S)
 
 
 def open_capture(uri: str | int, cfg: SourceConfig, cancel: threading.Event | None = None) -> LiveSource:
     """A USB camera (index) or network stream through OpenCV ``VideoCapture``."""
     import cv2
 
-    cap = cv2.VideoCapture(uri)
+    # Bounded waits: a stream that does not answer must not block the loop (or its stop request).
+    timeouts = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        int(OPEN_TIMEOUT_S * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        int(cfg.read_timeout_s * 1000),
+    ]
+    cap = cv2.VideoCapture(uri, cv2.CAP_ANY, timeouts) if isinstance(uri, str) else cv2.VideoCapture(uri)
     if not cap.isOpened():
         cap.release()
         raise SourceLostError(f"source {uri}: cannot open")
@@ -267,6 +286,7 @@ def open_picamera(cfg: SourceConfig, cancel: threading.Event | None = None) -> L
     """The Raspberry Pi camera through picamera2 (imported only here: it exists only on a Pi)."""
     from picamera2 import Picamera2
 
+    cam = None
     try:
         cam = Picamera2()
         # "RGB888" is B, G, R byte order in memory: OpenCV's order, so no conversion per frame.
@@ -278,6 +298,9 @@ def open_picamera(cfg: SourceConfig, cancel: threading.Event | None = None) -> L
         cam.configure(config)
         cam.start()
     except Exception as e:  # libcamera raises RuntimeError, IndexError (no camera), OSError
+        if cam is not None:
+            with contextlib.suppress(Exception):  # released, or every retry would find it busy
+                cam.close()
         raise SourceLostError(f"source picamera: cannot start the camera ({e})") from e
 
     def release() -> None:

@@ -266,6 +266,15 @@ def test_consistent_but_wrong_bundles_are_rejected(tiny_bundle, tmp_path):
     with pytest.raises(ModelFileError, match="takes 32 px uint8 input, metadata says 64 px"):
         load_bundle(_rewrite(tiny_bundle, tmp_path / "4", wrong_size)).classifier()
 
+    def no_masked_class(b):
+        meta = json.loads(b.joinpath("metadata.json").read_text())
+        meta["classes"] = ["cat", "dog"]
+        b.joinpath("metadata.json").write_text(json.dumps(meta))
+        b.joinpath("labels.txt").write_text("cat\ndog\n")
+
+    with pytest.raises(ModelFileError, match=r"classes \['cat', 'dog'\] lack with_mask"):
+        load_bundle(_rewrite(tiny_bundle, tmp_path / "5", no_masked_class))
+
 
 def test_convert_bad_inputs_are_one_line(tiny_run, tiny_bundle, tmp_path, capsys):
     cases = [

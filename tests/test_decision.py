@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from maskgate.edge.config import DecisionConfig
@@ -150,6 +152,19 @@ def test_a_remembered_masked_face_out_of_view_does_not_unlock():
     assert s.kinds() == ["unlock", "relock"]
 
 
+def test_with_no_alarm_time_red_is_on_exactly_while_an_unmasked_face_is_confirmed():
+    s = Scene(alarm_s=0.0).frames(5, obs(False)).frames(12)
+    red = [t for t, lv in s.levels if lv.red]
+    assert red[0] == pytest.approx(0.2) and red[-1] < 1.5  # until the face is forgotten, not after
+
+
+def test_back_to_back_unlocks_with_no_cooldown_are_counted_apart():
+    s = Scene(pulse_s=0.3, cooldown_s=0.0, once_per_face=False).frames(12, obs(True))
+    unlocks = [lv.unlocks for _, lv in s.levels]
+    assert s.kinds().count("unlock") == 4 and unlocks[-1] == 4  # at 0.2, 0.5, 0.8 and 1.1 s
+    assert all(lv.relay for _, lv in s.levels[2:])  # the relay level never drops between pulses
+
+
 def test_distant_faces_are_ignored():
     far = (10, 10, 40, 40)  # 30 px high: below min_face_px
     s = Scene(min_face_px=40).frames(10, obs(True, far)).frames(10, obs(False, far))
@@ -167,7 +182,7 @@ def test_losing_the_camera_locks_at_once_and_forgets():
     s = Scene(pulse_s=5.0).frames(4, obs(True))
     assert s.levels[-1][1].relay
     levels, events = s.gate.lose_source(s.t)
-    assert levels == OFF and [e.kind for e in events] == ["cancel"]
+    assert replace(levels, unlocks=0) == OFF and [e.kind for e in events] == ["cancel"]
     assert s.gate.phase is Phase.LOCKED
 
 

@@ -68,8 +68,8 @@ def test_close_turns_off_first_and_can_be_repeated(mock_factory):
 def test_outputs_follow_the_decision_levels(mock_factory):
     cfg = OutputsConfig(buzzer_pin=5)
     with Outputs.from_config(cfg, pulse_s=5.0, factory=mock_factory) as out:
-        out.apply(Signals(relay=True, green=True))
-        out.apply(Signals(relay=True, green=True))  # unchanged: nothing re-driven
+        out.apply(Signals(relay=True, green=True, unlocks=1))
+        out.apply(Signals(relay=True, green=True, unlocks=1))  # unchanged: nothing re-driven
         out.apply(Signals(red=True, buzzer=True))
         out.apply(OFF)
     assert levels(mock_factory, 17) == [False, True, False]
@@ -78,12 +78,22 @@ def test_outputs_follow_the_decision_levels(mock_factory):
     assert levels(mock_factory, 5) == [False, True, False]
 
 
+def test_back_to_back_unlocks_each_get_a_pulse(mock_factory):
+    with Outputs.from_config(OutputsConfig(), pulse_s=0.1, factory=mock_factory) as out:
+        out.apply(Signals(relay=True, unlocks=1))
+        wait_until(lambda: not out.relay.is_on)  # the hardware timer ended the first pulse
+        out.apply(Signals(relay=True, unlocks=1))  # the same unlock: no second pulse
+        out.apply(Signals(relay=True, unlocks=2))  # relock and a new unlock in one step (cooldown 0)
+        assert out.relay.is_on
+    assert levels(mock_factory, 17) == [False, True, False, True, False]
+
+
 def test_leaving_the_block_with_an_exception_locks_the_door(mock_factory):
     with (
         pytest.raises(RuntimeError),
         Outputs.from_config(OutputsConfig(), pulse_s=30, factory=mock_factory) as out,
     ):
-        out.apply(Signals(relay=True, green=True, red=True))
+        out.apply(Signals(relay=True, green=True, red=True, unlocks=1))
         raise RuntimeError("crash in the loop")
     for pin in (17, 27, 22):
         assert levels(mock_factory, pin)[-1] is False
@@ -93,7 +103,7 @@ def test_absent_outputs_are_skipped(mock_factory):
     cfg = OutputsConfig(green_pin=None, red_pin=None)
     with Outputs.from_config(cfg, pulse_s=1, factory=mock_factory) as out:
         assert [d.name for d in out.devices()] == ["relay"]
-        out.apply(Signals(relay=True, green=True, red=True))
+        out.apply(Signals(relay=True, green=True, red=True, unlocks=1))
         out.off()
     assert levels(mock_factory, 17) == [False, True, False]
 

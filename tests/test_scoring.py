@@ -108,6 +108,21 @@ def test_scoring_inputs_that_do_not_fit_are_one_line(tmp_path):
         score(tmp_path, {})
 
 
+def test_score_command_rejects_an_overlap_that_would_match_anything(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO, assert_one_line_error
+
+    r = subprocess.run(
+        [sys.executable, "-m", "maskgate.edge.cli", "score", "--jsonl", "x", "--voc", "y", "--iou", "0"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert_one_line_error(r, "--iou 0.0: must be above 0 and at most 1")
+
+
 def test_notifier_speaks_the_systemd_protocol(tmp_path):
     address = str(tmp_path / "notify.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -124,6 +139,14 @@ def test_notifier_speaks_the_systemd_protocol(tmp_path):
     server.close()
     assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval_s is None  # not ours
     assert not Notifier({}).enabled and Notifier({}).send("READY=1") is False
+
+
+def test_a_snapshot_folder_that_cannot_be_made_is_a_config_error(tmp_path):
+    from maskgate.edge.errors import ConfigError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="service.snapshot_dir: cannot create"):
+        SnapshotStore(tmp_path / "file" / "snaps", max_bytes=1000)
 
 
 def test_snapshots_stay_under_their_cap_oldest_first(tmp_path):

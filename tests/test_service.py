@@ -134,10 +134,47 @@ def test_losing_the_camera_turns_the_relay_off_and_reconnects(mock_factory, capl
     assert first.closed and second.closed
     messages = [r.getMessage() for r in caplog.records]
     assert sum("source lost: camera unplugged" in m for m in messages) == 1
-    assert (
-        sum("cannot open; retrying" in m for m in messages) == 1
-    )  # one line per state change, not per retry
+    assert not any("retrying" in m for m in messages)  # the failed reopen is part of the same outage
     assert any("source back after 2 attempt(s)" in m for m in messages)
+
+
+def test_a_camera_missing_at_start_is_awaited_with_one_log_line(mock_factory, caplog):
+    missing = [SourceLostError("camera 0: cannot open")] * 3
+    svc = make_service(mock_factory, [*missing, ScriptedSource([0, 0])])
+    with caplog.at_level("INFO", logger="maskgate.gate"):
+        svc.run(threading.Event())
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("camera 0: cannot open; retrying" in m for m in messages) == 1
+    assert any("source back after 4 attempt(s)" in m for m in messages)
+    assert svc.stats.frames == 2
+
+
+class FlappingSource(ScriptedSource):
+    """Opens fine, then fails its first read: a busy or half-unplugged camera."""
+
+    def read(self):
+        raise SourceLostError("camera 0: the source returned no frame")
+
+
+def test_a_source_that_opens_but_never_delivers_is_retried_with_backoff_not_in_a_spin(mock_factory, caplog):
+    cfg = build({"source": {"pace": False, "reconnect_initial_s": 0.05, "reconnect_max_s": 0.2}})
+    opens = []
+    stop = threading.Event()
+    svc = make_service(mock_factory, [], cfg=cfg)
+
+    def open_source(_stop):
+        opens.append(time.monotonic())
+        return FlappingSource([])
+
+    svc._open = open_source
+    threading.Timer(1.0, stop.set).start()
+    with caplog.at_level("INFO", logger="maskgate.gate"):
+        svc.run(stop)
+    assert 4 <= len(opens) <= 9  # waits of 0.05, 0.1, 0.2, 0.2 ... s, not thousands of reopens
+    assert [round(b - a, 1) for a, b in zip(opens, opens[1:], strict=False)][:3] == [0.1, 0.1, 0.2]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("source lost" in m for m in messages) == 1 and not any("source back" in m for m in messages)
+    assert relay_states(mock_factory) == [False]
 
 
 def test_a_crash_in_the_loop_leaves_the_relay_off(mock_factory):
@@ -148,17 +185,19 @@ def test_a_crash_in_the_loop_leaves_the_relay_off(mock_factory):
 
 
 def test_stop_is_honoured_promptly_while_the_camera_is_silent(mock_factory):
-    release = threading.Event()
+    unblock = threading.Event()
+    log = []
 
     def grab():  # a camera that delivers one frame, then hangs in the driver
-        if not hasattr(grab, "done"):
-            grab.done = True
+        if not log:
+            log.append("frame")
             return np.zeros((4, 4, 3), np.uint8)
-        release.wait(5)
+        unblock.wait(5)
+        log.append("grab returned")
         return None
 
     stop = threading.Event()
-    live = LiveSource(grab, release.set, name="camera 0", timeout_s=60, cancel=stop)
+    live = LiveSource(grab, lambda: log.append("released"), name="camera 0", timeout_s=60, cancel=stop)
     svc = make_service(mock_factory, [live])
     runner = threading.Thread(target=svc.run, args=(stop,))
     runner.start()
@@ -168,6 +207,10 @@ def test_stop_is_honoured_promptly_while_the_camera_is_silent(mock_factory):
     runner.join(timeout=2.0)
     assert not runner.is_alive() and time.monotonic() - t < 2.0
     assert svc.stats.frames == 1
+    assert log == ["frame"]  # the device is not released under a read that is still running
+    unblock.set()
+    live._thread.join(1)
+    assert log == ["frame", "grab returned", "released"]  # the reading thread released it after
 
 
 def test_max_frames_ends_the_run(mock_factory):

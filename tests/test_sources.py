@@ -162,7 +162,7 @@ def test_picamera_adapter_configures_bgr_frames_and_closes_in_order(monkeypatch)
     ]
 
 
-def test_picamera_failing_to_start_is_a_lost_source(monkeypatch):
+def test_picamera_failing_to_start_is_a_lost_source_and_the_camera_is_released(monkeypatch):
     class Broken:
         def __init__(self):
             raise IndexError("list index out of range")  # what picamera2 raises with no camera attached
@@ -170,3 +170,20 @@ def test_picamera_failing_to_start_is_a_lost_source(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=Broken))
     with pytest.raises(SourceLostError, match="cannot start the camera"):
         open_source(SourceConfig(uri="picamera"))
+
+    closed = []
+
+    class Busy:
+        def create_video_configuration(self, **kw):
+            return kw
+
+        def configure(self, config):
+            raise RuntimeError("Failed to acquire camera: Device or resource busy")
+
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=Busy))
+    with pytest.raises(SourceLostError, match="resource busy"):
+        open_source(SourceConfig(uri="picamera"))
+    assert closed == [True]  # or every retry would find it still held
