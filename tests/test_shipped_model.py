@@ -68,6 +68,27 @@ def test_shipped_bundle_matches_its_golden_outputs():
         )
 
 
+def test_the_wheel_carries_the_bundle_whole(tmp_path):
+    """A Pi installs a wheel, not this checkout: the bundle must load from what the wheel holds."""
+    import subprocess
+    import zipfile
+
+    from maskgate.edge.bundle import load_bundle
+
+    repo = HERE.parent
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "-q", "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = tmp_path.glob("maskgate-*.whl")
+    zipfile.ZipFile(wheel).extractall(tmp_path / "unpacked")
+    b = load_bundle(tmp_path / "unpacked" / "maskgate" / "models" / "classifier")
+    assert b.model_path.read_bytes() == (repo / "models" / "classifier" / "model.tflite").read_bytes()
+
+
 def write_golden(run_dir: Path, per_class: int = 4) -> None:
     """Record the shipped bundle's outputs on correctly classified images of its run's test split."""
     sys.path.insert(0, str(HERE.parent))
@@ -92,8 +113,14 @@ def write_golden(run_dir: Path, per_class: int = 4) -> None:
             probs = clf.predict(prepare_face(read_image(path), clf.input_size)[None])[0]
             k = int(probs.argmax())
             if b.classes[k] == cls:
-                images.append({"path": candidates[i], "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                               "label": cls, "score": round(float(probs[k]), 4)})  # fmt: skip
+                images.append(
+                    {
+                        "path": candidates[i],
+                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                        "label": cls,
+                        "score": round(float(probs[k]), 4),
+                    }
+                )
             if sum(1 for x in images if x["label"] == cls) == per_class:
                 break
     doc = {"model_sha256": hashlib.sha256(b.model_path.read_bytes()).hexdigest(), "images": images}
