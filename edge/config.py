@@ -85,7 +85,12 @@ class DetectorConfig(Section):
         description="detector input [width, height] in px ([300, 300] as published), or 'frame' for the "
         "frame's own size, which finds smaller faces at a higher cost",
     )
-    confidence: float = Field(0.5, ge=0.01, le=0.99, description="lowest detection score kept")
+    confidence: float = Field(
+        0.2,
+        ge=0.01,
+        le=0.99,
+        description="lowest detection score reported; the gate acts from decision.min_detection_score",
+    )
     min_face_px: int = Field(16, ge=1, le=2048, description="smallest face kept (box height, px)")
     margin: float = Field(
         0.15, ge=0.0, le=1.0, description="grow each face box by this share per side before classifying"
@@ -118,6 +123,9 @@ class DecisionConfig(Section):
     forget_after_s: float = Field(1.0, gt=0, le=60, description="a face not seen for this long is gone")
     min_face_px: int = Field(
         40, ge=1, le=4096, description="faces smaller than this (box height, px) are too far to decide on"
+    )
+    min_detection_score: float = Field(
+        0.5, ge=0.01, le=0.99, description="fainter detections neither open nor block the gate"
     )
     pulse_s: float = Field(3.0, gt=0, le=60, description="how long the relay stays on per unlock")
     cooldown_s: float = Field(2.0, ge=0, le=600, description="wait after a pulse before the next unlock")

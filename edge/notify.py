@@ -34,9 +34,10 @@ class Notifier:
         if self._address is None:
             return False
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.setblocking(False)  # a listener that does not read must never stall the gate loop
             try:
                 s.sendto(message.encode(), self._address)
-            except OSError:
+            except OSError:  # no listener, or its queue is full: the message is dropped
                 return False
         return True
 

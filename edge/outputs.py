@@ -143,18 +143,23 @@ class Outputs:
     def devices(self) -> list[Output]:
         return [d for d in (self.relay, self.green, self.red, self.buzzer) if d is not None]
 
-    def apply(self, levels: Signals) -> None:
-        """Drive each output to ``levels``, touching only those that change."""
+    def apply(self, levels: Signals) -> list[str]:
+        """Drive each output to ``levels``, touching only those that change; say what changed."""
+        changed = []
         if self.relay is not None:
             if levels.relay and levels.unlocks != self._levels.unlocks:
                 self.relay.pulse()  # a new unlock, even one right after the last pulse ended
+                changed.append(f"relay on for {self.relay.max_on_s:g} s")
             elif self._levels.relay and not levels.relay:
                 self.relay.off()
+                changed.append("relay off")
         for name in ("green", "red", "buzzer"):
             device, want = getattr(self, name), getattr(levels, name)
             if device is not None and want != getattr(self._levels, name):
                 device.on() if want else device.off()
+                changed.append(f"{name} {'on' if want else 'off'}")
         self._levels = levels
+        return changed
 
     def off(self) -> None:
         """Every output off now, whatever the last levels were."""

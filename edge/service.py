@@ -146,12 +146,14 @@ class GateService:
     def _step(self, frame: Frame) -> None:
         analysis = self.analyzer.analyze(frame.image)
         self.stats.add(analysis)
-        observations = [Observation(f.box, f.masked, f.p_masked) for f in analysis.faces]
+        observations = [Observation(f.box, f.masked, f.p_masked, f.detection_score) for f in analysis.faces]
         tracks = self.tracker.update(frame.timestamp, observations)
         levels, events = self.gate.step(frame.timestamp, tracks)
-        self.outputs.apply(levels)
+        changed = self.outputs.apply(levels)  # the door first; logs and snapshots after
         for event in events:
             self._report(event, frame, analysis)
+        if changed:
+            logger.info("outputs: %s", ", ".join(changed))
 
     def _report(self, event: Event, frame: Frame | None = None, analysis: Analysis | None = None) -> None:
         self.events.append(event)

@@ -266,9 +266,10 @@ def open_capture(uri: str | int, cfg: SourceConfig, cancel: threading.Event | No
         int(cfg.read_timeout_s * 1000),
     ]
     cap = cv2.VideoCapture(uri, cv2.CAP_ANY, timeouts) if isinstance(uri, str) else cv2.VideoCapture(uri)
+    name = f"camera {uri}" if isinstance(uri, int) else f"stream {uri}"
     if not cap.isOpened():
         cap.release()
-        raise SourceLostError(f"source {uri}: cannot open")
+        raise SourceLostError(f"{name}: cannot open")
     if isinstance(uri, int):
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
@@ -279,7 +280,7 @@ def open_capture(uri: str | int, cfg: SourceConfig, cancel: threading.Event | No
         ok, image = cap.read()
         return image if ok else None
 
-    return LiveSource(grab, cap.release, name=f"camera {uri}", timeout_s=cfg.read_timeout_s, cancel=cancel)
+    return LiveSource(grab, cap.release, name=name, timeout_s=cfg.read_timeout_s, cancel=cancel)
 
 
 def open_picamera(cfg: SourceConfig, cancel: threading.Event | None = None) -> LiveSource:

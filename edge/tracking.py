@@ -32,6 +32,7 @@ class Observation:
     box: Box
     masked: bool  # this frame's vote
     score: float  # p(masked) of this frame, for logs
+    detection_score: float = 1.0  # how sure the detector is that this is a face
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Track:
     votes: deque[bool]
     state: FaceState = FaceState.PENDING
     score: float = 0.0
+    detection_score: float = 0.0  # of the latest frame
     frames: int = 0  # frames in which this face was seen
 
     @property
@@ -108,6 +110,7 @@ class Tracker:
 
     def _vote(self, track: Track, t: float, obs: Observation) -> None:
         track.box, track.last_seen, track.score = obs.box, t, obs.score
+        track.detection_score = obs.detection_score
         track.frames += 1
         track.votes.append(obs.masked)
         masked = sum(track.votes)

@@ -193,3 +193,11 @@ def test_losing_the_camera_locks_at_once_and_forgets():
 def test_vote_settings_that_could_confirm_both_ways_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DecisionConfig(**kwargs)
+
+
+def test_faint_detections_neither_open_nor_block_the_gate():
+    faint_unmasked = Observation(OTHER, False, 0.05, detection_score=0.3)
+    s = Scene(min_detection_score=0.5).frames(10, obs(True), faint_unmasked)
+    assert s.kinds() == ["unlock"]  # the faint 'face' did not block, the sure one opened
+    s2 = Scene(min_detection_score=0.5).frames(10, Observation(NEAR, True, 0.95, detection_score=0.3))
+    assert s2.events == []

@@ -136,6 +136,8 @@ def test_notifier_speaks_the_systemd_protocol(tmp_path):
     n.watchdog(now=12.5)
     received = [server.recv(100).decode() for _ in range(3)]
     assert received == ["READY=1\nSTATUS=up", "WATCHDOG=1", "WATCHDOG=1"]
+    for _ in range(5000):  # nobody reads: the queue fills, and sending must not block
+        n.send("WATCHDOG=1")
     server.close()
     assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval_s is None  # not ours
     assert not Notifier({}).enabled and Notifier({}).send("READY=1") is False

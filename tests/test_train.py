@@ -129,7 +129,9 @@ def test_evaluate_split_test_reproduces_the_runs_metrics(run_dir, tmp_path):
     assert m["n"] == run["n"] and m["confusion"] == run["confusion"]
     for key in ("accuracy", "far", "frr", "roc_auc"):
         assert m[key] == pytest.approx(run[key], abs=1e-6), key
-    assert m["threshold"] == 0.5  # taken from the run's configuration
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["threshold_source"] == "validation split" and 0.5 <= config["threshold"] < 1
+    assert m["threshold"] == config["threshold"] == run["threshold"]  # taken from the run's configuration
 
 
 def test_evaluate_a_folder(run_dir, tmp_path):
