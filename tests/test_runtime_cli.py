@@ -192,7 +192,16 @@ def test_run_tells_systemd_it_is_ready_pings_the_watchdog_and_stops_on_sigterm(e
 
 
 def test_run_without_its_camera_keeps_retrying_and_still_stops_promptly(env, tmp_path):
-    proc, sock = _start_run(env, tmp_path, "--source", "7", "--set", "source.reconnect_initial_s=0.1", "--set", "source.reconnect_max_s=0.2")
+    proc, sock = _start_run(
+        env,
+        tmp_path,
+        "--source",
+        "7",
+        "--set",
+        "source.reconnect_initial_s=0.1",
+        "--set",
+        "source.reconnect_max_s=0.2",
+    )
     try:
         time.sleep(4)  # models load, then the camera is tried several times
         t = time.monotonic()
