@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -106,6 +107,18 @@ def make_voc(root: Path, scenes: int = 6, seed: int = 1) -> Path:
             f"<annotation><filename>scene{s}.jpg</filename>{xml}</annotation>"
         )
     return root
+
+
+def maskgate(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would, in a fresh interpreter, with extra environment variables."""
+    return subprocess.run(
+        [sys.executable, "-m", "maskgate.edge.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env=os.environ | (env_extra or {}),
+    )
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -1,25 +1,8 @@
 """User mistakes end in one line on stderr, exit status 2, no traceback, nothing written."""
 
-import subprocess
-import sys
-
 import pytest
 
-from conftest import REPO, assert_one_line_error, make_faces
-
-
-def maskgate(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-
-    env = os.environ | (env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "maskgate.edge.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        env=env,
-    )
+from conftest import assert_one_line_error, make_faces, maskgate
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ a NOTIFY_SOCKET, and SIGTERM must end it within 2 s with the relay off.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import time
 import cv2
 import pytest
 
-from conftest import REPO, SHARED, assert_one_line_error
+from conftest import REPO, SHARED, assert_one_line_error, maskgate
 
 SCENES = SHARED / "data" / "scenes"
 # Scenes with masked and unmasked faces large enough for the default detector.
@@ -29,7 +30,7 @@ SAMPLE = ["maksssksksss0.jpg", "maksssksksss1.jpg", "maksssksksss2.jpg"]
 def env(shared_models, tmp_path):
     if not (SCENES / "images" / SAMPLE[0]).is_file():
         pytest.skip(f"shared scenes not found at {SCENES}")
-    return os.environ | {"MASKGATE_MIRROR": str(shared_models), "MASKGATE_CACHE": str(tmp_path / "cache")}
+    return {"MASKGATE_MIRROR": str(shared_models), "MASKGATE_CACHE": str(tmp_path / "cache")}
 
 
 @pytest.fixture
@@ -41,20 +42,11 @@ def scenes(tmp_path):
     return d
 
 
-def maskgate(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "maskgate.edge.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        env=env,
-    )
-
-
 def test_detect_writes_one_line_per_image_and_annotations(env, scenes, tmp_path):
     out, ann = tmp_path / "d.jsonl", tmp_path / "ann"
-    r = maskgate("detect", "--source", str(scenes), "--jsonl", str(out), "--annotate", str(ann), env=env)
+    r = maskgate(
+        "detect", "--source", str(scenes), "--jsonl", str(out), "--annotate", str(ann), env_extra=env
+    )
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["image"] for row in rows] == SAMPLE
@@ -70,7 +62,7 @@ def test_detect_writes_one_line_per_image_and_annotations(env, scenes, tmp_path)
     assert "3 frames" in r.stdout and "p50" in r.stdout
 
     score = tmp_path / "score.json"
-    r = maskgate("score", "--jsonl", str(out), "--voc", str(SCENES), "--json", str(score), env=env)
+    r = maskgate("score", "--jsonl", str(out), "--voc", str(SCENES), "--json", str(score), env_extra=env)
     assert r.returncode == 0, r.stderr
     result = json.loads(score.read_text())
     assert result["images"] == 3 and result["faces"] > 0 and 0 < result["recall"] <= 1
@@ -85,7 +77,7 @@ def test_detect_on_a_video_numbers_frames_and_writes_an_annotated_video(env, sce
         writer.write(frame)
     writer.release()
     out, ann = tmp_path / "v.jsonl", tmp_path / "ann"
-    r = maskgate("detect", "--source", str(video), "--jsonl", str(out), "--annotate", str(ann), env=env)
+    r = maskgate("detect", "--source", str(video), "--jsonl", str(out), "--annotate", str(ann), env_extra=env)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["frame"] for row in rows] == [0, 1, 2, 3] and all(row["faces"] for row in rows)
@@ -106,7 +98,9 @@ def test_detect_on_a_video_numbers_frames_and_writes_an_annotated_video(env, sce
 def test_detect_mistakes_are_one_line_and_leave_nothing(env, scenes, tmp_path, args, fragments):
     out = tmp_path / "d.jsonl"
     base = ["--source", str(scenes)] if "--source" not in args else []
-    r = maskgate("detect", *base, "--jsonl", str(out), "--annotate", str(tmp_path / "ann"), *args, env=env)
+    r = maskgate(
+        "detect", *base, "--jsonl", str(out), "--annotate", str(tmp_path / "ann"), *args, env_extra=env
+    )
     assert_one_line_error(r, *fragments)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["scenes"]  # nothing written
 
@@ -120,7 +114,14 @@ def test_detect_refuses_a_corrupt_bundle(env, scenes, tmp_path):
     data[len(data) // 2] ^= 0xFF
     (bundle / "model.tflite").write_bytes(bytes(data))
     r = maskgate(
-        "detect", "--source", str(scenes), "--bundle", str(bundle), "--jsonl", str(tmp_path / "x"), env=env
+        "detect",
+        "--source",
+        str(scenes),
+        "--bundle",
+        str(bundle),
+        "--jsonl",
+        str(tmp_path / "x"),
+        env_extra=env,
     )
     assert_one_line_error(r, "model.tflite is corrupt or was modified")
     assert not (tmp_path / "x").exists()
@@ -130,14 +131,21 @@ def test_run_validate_config_names_a_bad_key(env, tmp_path):
     cfg = tmp_path / "gate.toml"
     cfg.write_text("[decision]\npulse_sec = 2\n")
     assert_one_line_error(
-        maskgate("run", "--config", str(cfg), "--validate-config", env=env),
+        maskgate("run", "--config", str(cfg), "--validate-config", env_extra=env),
         f"config {cfg}: decision.pulse_sec: unknown key",
     )
 
 
 def test_demo_run_prints_decisions_and_ends_with_the_relay_off(env, scenes):
     r = maskgate(
-        "run", "--config", "systemd/demo.toml", "--source", str(scenes), "--set", "source.pace=false", env=env
+        "run",
+        "--config",
+        "systemd/demo.toml",
+        "--source",
+        str(scenes),
+        "--set",
+        "source.pace=false",
+        env_extra=env,
     )
     assert r.returncode == 0, r.stderr
     log = r.stderr
@@ -162,9 +170,23 @@ def _start_run(env, tmp_path, *args):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env | {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"},
+        env=os.environ | env | {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"},
     )
     return proc, sock
+
+
+@contextlib.contextmanager
+def _stopped_by(proc: subprocess.Popen, sock: socket.socket, sig: int):
+    """Run the block, then send ``sig``: the gate must be gone within 2 s."""
+    try:
+        yield
+        t = time.monotonic()
+        proc.send_signal(sig)
+        proc.wait(timeout=10)
+        assert time.monotonic() - t < 2.0
+    finally:
+        proc.kill()
+        sock.close()
 
 
 def _messages(sock, until: str) -> list[str]:
@@ -176,19 +198,13 @@ def _messages(sock, until: str) -> list[str]:
 
 def test_run_tells_systemd_it_is_ready_pings_the_watchdog_and_stops_on_sigterm(env, scenes, tmp_path):
     proc, sock = _start_run(env, tmp_path, "--source", str(scenes), "--set", "source.loop=true")
-    try:
+    with _stopped_by(proc, sock, signal.SIGTERM):
         assert _messages(sock, "READY=1")[-1] == "READY=1"
         assert _messages(sock, "WATCHDOG=1")[-1] == "WATCHDOG=1"
         assert _messages(sock, "WATCHDOG=1")[-1] == "WATCHDOG=1"  # keeps pinging while it runs
-        t = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
-        assert time.monotonic() - t < 2.0
-    finally:
-        proc.kill()
-        sock.close()
-    assert proc.returncode == 0, proc.stderr.read()
-    assert "SIGTERM: stopping" in proc.stderr.read()
+    err = proc.stderr.read()
+    assert proc.returncode == 0, err
+    assert "SIGTERM: stopping" in err
 
 
 def test_run_without_its_camera_keeps_retrying_and_still_stops_promptly(env, tmp_path):
@@ -202,22 +218,15 @@ def test_run_without_its_camera_keeps_retrying_and_still_stops_promptly(env, tmp
         "--set",
         "source.reconnect_max_s=0.2",
     )
-    try:
+    with _stopped_by(proc, sock, signal.SIGINT):
         time.sleep(4)  # models load, then the camera is tried several times
-        t = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
-        assert time.monotonic() - t < 2.0
-    finally:
-        proc.kill()
-        sock.close()
     err = proc.stderr.read()
     assert proc.returncode == 0, err
     assert err.count("camera 7: cannot open; retrying") == 1 and "Traceback" not in err
 
 
 def test_run_on_a_machine_without_gpio_says_how_to_simulate(env, scenes):
-    r = maskgate("run", "--source", str(scenes), "--set", "outputs.pin_factory=native", env=env)
+    r = maskgate("run", "--source", str(scenes), "--set", "outputs.pin_factory=native", env_extra=env)
     assert_one_line_error(r, "outputs.pin_factory")
 
 
@@ -229,7 +238,12 @@ def test_no_tensorflow_in_the_device_commands(env, scenes, tmp_path):
         "sys.exit(rc)"
     )
     r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=os.environ | env,
+        cwd=REPO,
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     assert len((tmp_path / "n.jsonl").read_text().splitlines()) == 3
