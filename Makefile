@@ -24,7 +24,7 @@ setup: $(VENV)/.installed
 # shared data stand in for a camera, each held for a second as if a person stood at the gate.
 DEMO_SCENES ?= $(SHARED)/data/scenes/images/maksssksksss[0-9].jpg
 demo: setup
-	$(BIN)/maskgate models fetch
+	$(BIN)/maskgate models fetch --for edge
 	$(BIN)/maskgate run --config systemd/demo.toml --source "$(DEMO_SCENES)"
 
 # A short training run on a sample of the faces: fetch, scan, split, train, evaluate, report.
@@ -49,7 +49,7 @@ benchmark-train: setup
 # The scenes benchmark of the edge runtime (docs/runtime.md): detect on every scene, score against the
 # VOC boxes. DETECT_ARGS passes options, e.g. DETECT_ARGS="--set detector.input_size=[600,450]".
 benchmark-scenes: setup
-	$(BIN)/maskgate models fetch
+	$(BIN)/maskgate models fetch --for edge
 	mkdir -p runs
 	$(BIN)/maskgate detect --source $(SHARED)/data/scenes/images --jsonl runs/scenes.jsonl $(DETECT_ARGS)
 	$(BIN)/maskgate score --jsonl runs/scenes.jsonl --voc $(SHARED)/data/scenes --json runs/scenes-score.json \

@@ -28,12 +28,11 @@ from maskgate.edge import atomic, bundle, preprocess, sysinfo
 from maskgate.edge.classifier import TFLiteClassifier
 from maskgate.edge.errors import DataError, MaskgateError, OutputExistsError
 from maskgate.edge.imageio import read_image
-from maskgate.edge.labels import MASKED
 from maskgate.edge.litert import quiet_native_stderr, runtime_name
 from maskgate.edge.timing import summarize
 from maskgate.train.dataset import Sample, load_example, scan_folder
-from maskgate.train.evaluate import load_keras_model, resolve_model, run_split_samples
-from maskgate.train.metrics import choose_threshold, classification_metrics
+from maskgate.train.evaluate import load_keras_model, predict_tflite, resolve_model, run_split_samples
+from maskgate.train.metrics import FROM_VALIDATION, choose_masked_threshold, classification_metrics
 
 from .config import ConvertConfig
 
@@ -166,15 +165,14 @@ def convert(cfg: ConvertConfig) -> Path:
 
     int8 = TFLiteClassifier(models[INT8_NAME], num_threads=os.cpu_count() or 1)
     int8_threshold = threshold
-    if run_config.get("threshold_source") == "validation split":
+    if run_config.get("threshold_source") == FROM_VALIDATION:
         # The device decides on int8 probabilities (steps of 1/256): choose its threshold on them,
         # on the same validation split and at the same cost the run used for the float model.
         val = run_split_samples(run_dir, "val")
-        p_val = _predict(int8, _load(val, size))
-        m = classes.index(MASKED)
-        int8_threshold = choose_threshold(
-            p_val[:, m],
-            np.array([s.label == MASKED for s in val]),
+        int8_threshold = choose_masked_threshold(
+            predict_tflite(int8, val, 32),
+            [classes.index(s.label) for s in val],
+            classes,
             false_accept_cost=float(run_config["false_accept_cost"]),
         )
         logger.info(

@@ -1,7 +1,7 @@
 """One frame in, labelled faces out: detector, crops, classifier.
 
-``detect``, ``run`` and ``bench`` all go through ``FrameAnalyzer``, so the
-faces a batch run reports are the faces the gate decides on. All faces of a
+``detect`` and ``run`` both go through ``FrameAnalyzer``, so the faces a
+batch run reports are the faces the gate decides on. All faces of a
 frame are classified in one batched invocation.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .bundle import Bundle, default_bundle_path, load_bundle
-from .config import ClassifierConfig, DetectorConfig
+from .config import ClassifierConfig, DecisionConfig, DetectorConfig
 from .detector import FaceDetector, make_detector
 from .labels import INCORRECT, MASKED
 from .preprocess import Box, crop, expand_box, prepare_face
@@ -24,15 +24,10 @@ from .preprocess import Box, crop, expand_box, prepare_face
 class Face:
     box: Box  # the detector's box in frame pixels (before the crop margin)
     detection_score: float
-    probs: np.ndarray  # class probabilities in the bundle's class order
     label: str  # the likeliest class, as accuracy counts it
     score: float  # probability of ``label``
     p_masked: float  # p(with_mask), plus p(incorrect) where that counts as masked
     masked: bool  # what the gate counts: p_masked >= threshold, as FAR and FRR count it
-
-    @property
-    def height(self) -> int:
-        return self.box[3] - self.box[1]
 
     def as_json(self) -> dict:
         return {
@@ -74,8 +69,14 @@ class FrameAnalyzer:
         threads: int = 0,
         threshold: float | None = None,
         incorrect_is_masked: bool = False,
+        min_score: float = 0.0,
+        min_height: int = 0,
     ) -> None:
         self.detector = detector
+        # The gate decides only on sure, near faces: the rest is dropped before it costs a crop
+        # and a classification (``detect`` keeps everything the detector reports).
+        self.min_score = min_score
+        self.min_height = min_height
         self.bundle = bundle
         self.classifier = bundle.classifier(num_threads=threads or os.cpu_count() or 1)
         self.classes = bundle.classes
@@ -85,7 +86,10 @@ class FrameAnalyzer:
         self._masked_idx = [self.classes.index(c) for c in counted]
 
     @classmethod
-    def from_config(cls, detector: DetectorConfig, classifier: ClassifierConfig) -> FrameAnalyzer:
+    def from_config(
+        cls, detector: DetectorConfig, classifier: ClassifierConfig, decision: DecisionConfig | None = None
+    ) -> FrameAnalyzer:
+        """The analyzer a configuration describes; with ``decision``, only faces the gate decides on."""
         bundle = load_bundle(classifier.bundle or default_bundle_path())
         return cls(
             make_detector(detector),
@@ -94,6 +98,8 @@ class FrameAnalyzer:
             threads=classifier.threads,
             threshold=classifier.threshold,
             incorrect_is_masked=classifier.incorrect_is_masked,
+            min_score=decision.min_detection_score if decision else 0.0,
+            min_height=decision.min_face_px if decision else 0,
         )
 
     def analyze(self, image: np.ndarray) -> Analysis:
@@ -103,6 +109,8 @@ class FrameAnalyzer:
         h, w = image.shape[:2]
         kept, crops = [], []
         for d in detections:
+            if d.score < self.min_score or d.box[3] - d.box[1] < self.min_height:
+                continue
             grown = expand_box(d.box, self.margin, w, h)
             if grown is not None:
                 kept.append(d)
@@ -115,7 +123,7 @@ class FrameAnalyzer:
             k = int(p.argmax())
             p_masked = float(p[self._masked_idx].sum())
             faces.append(
-                Face(d.box, d.score, p, self.classes[k], float(p[k]), p_masked, p_masked >= self.threshold)
+                Face(d.box, d.score, self.classes[k], float(p[k]), p_masked, p_masked >= self.threshold)
             )
         ms = 1000.0
         return Analysis(faces, Timings((t1 - t0) * ms, (t2 - t1) * ms, (t3 - t2) * ms))

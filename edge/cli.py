@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = msub.add_parser("fetch", help="copy or download every manifest file into the cache, verified")
     p.add_argument("--mirror", type=Path, help="local folder holding the files (default $MASKGATE_MIRROR)")
     p.add_argument("--manifest", type=Path, help="manifest to use (default: the one shipped in models/)")
+    p.add_argument("--for", dest="stage", choices=("edge", "train", "convert"),
+                   help="only the files this stage needs (a device: edge); default all")  # fmt: skip
     p.set_defaults(handler=_models_fetch)
     p = msub.add_parser("list", help="show each manifest file and whether the cache holds it verified")
     p.add_argument("--manifest", type=Path, help="manifest to use (default: the one shipped in models/)")
@@ -171,6 +173,8 @@ def _models_fetch(args: argparse.Namespace) -> int:
     mirror = fetch.mirror_dir(args.mirror)
     failed = 0
     for item in files.values():
+        if args.stage is not None and args.stage not in item.used_by:
+            continue
         try:
             path, state = fetch.fetch_one(item, mirror=mirror)
         except MaskgateError as e:

@@ -188,7 +188,7 @@ class ServiceConfig(Section):
 
 
 class GateConfig(Section):
-    """Everything ``maskgate run`` needs; ``detect`` and ``bench`` use its source, detector and classifier."""
+    """Everything ``maskgate run`` needs; ``detect`` uses its source, detector and classifier."""
 
     source: SourceConfig = SourceConfig()
     detector: DetectorConfig = DetectorConfig()

@@ -43,7 +43,7 @@ OFF = Signals()
 @dataclass(frozen=True)
 class Event:
     t: float
-    kind: str  # unlock, relock, cancel, deny, clear, lost
+    kind: str  # unlock, relock, cancel, deny, clear
     faces: tuple[int, ...] = ()  # track ids involved
     detail: str = ""
 
@@ -66,15 +66,10 @@ class Gate:
     def step(self, t: float, tracks: Sequence[Track]) -> tuple[Signals, list[Event]]:
         """Advance to time ``t`` with the faces now in view; return output levels and what happened."""
         cfg = self.cfg
-        # Only faces near enough, and surely faces, decide; the detector may report fainter ones.
-        near = [
-            tr
-            for tr in tracks
-            if tr.height >= cfg.min_face_px and tr.detection_score >= cfg.min_detection_score
-        ]
         # Only a face in this very frame may open the door; a remembered unmasked face still blocks it.
-        masked = [tr for tr in near if tr.state is FaceState.MASKED and tr.last_seen >= t]
-        unmasked = [tr for tr in near if tr.state is FaceState.UNMASKED]
+        # (Faces too far away or too faint never get here: the analyzer drops them before classifying.)
+        masked = [tr for tr in tracks if tr.state is FaceState.MASKED and tr.last_seen >= t]
+        unmasked = [tr for tr in tracks if tr.state is FaceState.UNMASKED]
         present = {tr.id for tr in tracks}
         self.unlocked_for &= present
         events: list[Event] = []

@@ -65,25 +65,20 @@ class Annotator:
 
 def detect(cfg: GateConfig, *, jsonl: Path, annotate_dir: Path | None = None, progress: bool = True) -> dict:
     """Run the analyzer over ``cfg.source`` and write the JSONL; return a summary."""
-    for path, what in ((jsonl, "--jsonl"), (annotate_dir, "--annotate")):
-        if path is not None:
-            if Path(path).is_dir() and what == "--jsonl":
-                raise OutputExistsError(f"--jsonl {path} is a directory; name a file")
-            if Path(path).exists() and what == "--annotate":
-                raise OutputExistsError(f"--annotate {path} already exists; choose another folder")
-            atomic.check_creatable(Path(path), what)
-    analyzer = FrameAnalyzer.from_config(cfg.detector, cfg.classifier)
-    try:
-        source = open_source(cfg.source)
-    except BaseException:
-        analyzer.close()
-        raise
+    if Path(jsonl).is_dir():
+        raise OutputExistsError(f"--jsonl {jsonl} is a directory; name a file")
+    atomic.check_creatable(Path(jsonl), "--jsonl")
+    if annotate_dir is not None:
+        if Path(annotate_dir).exists():
+            raise OutputExistsError(f"--annotate {annotate_dir} already exists; choose another folder")
+        atomic.check_creatable(Path(annotate_dir), "--annotate")
     latencies: list[float] = []
     frames = faces = 0
-    total = len(source.paths) * source.frames_per_image if isinstance(source, ImageSource) else None
     with contextlib.ExitStack() as stack:
-        stack.callback(source.close)
+        analyzer = FrameAnalyzer.from_config(cfg.detector, cfg.classifier)
         stack.callback(analyzer.close)
+        source = stack.enter_context(open_source(cfg.source))
+        total = len(source.paths) * source.frames_per_image if isinstance(source, ImageSource) else None
         out = stack.enter_context(atomic.staged_file(jsonl))
         annotator = None
         if annotate_dir is not None:

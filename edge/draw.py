@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .labels import MASKED
+from .labels import MASKED, UNMASKED
 
 GREEN, RED, AMBER = (60, 180, 60), (40, 40, 220), (0, 170, 255)
 
@@ -16,7 +16,7 @@ def annotate(image: np.ndarray, faces) -> np.ndarray:
     out = image.copy()
     thick = max(1, round(min(out.shape[:2]) / 300))
     for f in faces:
-        color = GREEN if f.label == MASKED else RED if f.label == "without_mask" else AMBER
+        color = GREEN if f.label == MASKED else RED if f.label == UNMASKED else AMBER
         x1, y1, x2, y2 = f.box
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
         text = f"{f.label} {f.score:.2f}"

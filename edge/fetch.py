@@ -39,6 +39,7 @@ class ModelFile:
     purpose: str = ""
     text: bool = False
     note: str = ""  # shown with a checksum mismatch: what the maintainers know about this file
+    used_by: tuple[str, ...] = ("edge", "train")  # the stages that need it: a device fetches only edge files
 
 
 class State(StrEnum):
@@ -86,6 +87,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelFile]:
                 purpose=entry.get("purpose", ""),
                 text=bool(entry.get("text", False)),
                 note=entry.get("note", ""),
+                used_by=tuple(entry.get("used_by", ("edge", "train"))),
             )
         except (KeyError, TypeError) as e:
             raise FetchError(f"model manifest {path}: entry {i + 1} lacks a valid {e}") from e

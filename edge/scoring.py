@@ -21,6 +21,7 @@ from typing import Any
 from .errors import DataError
 from .labels import INCORRECT
 from .preprocess import Box
+from .splits import read_manifest
 from .tracking import greedy_match, iou_matrix
 from .voc import annotation_files, parse_voc
 
@@ -86,13 +87,8 @@ def read_jsonl(path: Path) -> tuple[dict[str, list[Prediction]], list[float]]:
 
 def seen_scenes(split_json: Path) -> set[str]:
     """Image names of the VOC scenes a training run used for training or validation."""
-    try:
-        rows = json.loads(Path(split_json).read_text(encoding="utf-8"))["samples"]
-        return {
-            Path(r["path"]).name for r in rows if r.get("box") is not None and r["split"] in ("train", "val")
-        }
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"split manifest {split_json} is unreadable: {e!r}") from e
+    rows = read_manifest(split_json, "train") + read_manifest(split_json, "val")
+    return {path.name for path, _, box in rows if box is not None}
 
 
 def score(

@@ -5,9 +5,9 @@ frame at a time. The outputs are created first and closed last, so the relay
 is off before the models load and off after anything ends the loop: a stop
 request (SIGTERM/SIGINT set ``stop``), the end of a file, a lost camera (off
 while it reconnects with backoff), or an exception (``finally``). systemd
-learns READY=1 once the models are loaded and gets a watchdog ping per loop
-turn, so a hung loop is killed and restarted; the unit's ExecStopPost then
-drives the relay off once more.
+learns READY=1 once the models are loaded and gets watchdog pings from the
+loop (at half the unit's WatchdogSec), so a hung loop is killed and
+restarted; the unit's ExecStopPost then drives the relay off once more.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class GateService:
         )
         self.gate = Gate(d)
         self.stats = Stats(since=clock())
-        self.events: list[Event] = []  # every decision, in order (tests and the exit summary read it)
+        self.events: deque[Event] = deque(maxlen=100)  # the latest decisions, for tests and debugging
         s = cfg.service
         self.snapshots = (
             SnapshotStore(s.snapshot_dir, max_bytes=int(s.snapshot_max_mb * 1e6))
@@ -146,7 +146,7 @@ class GateService:
     def _step(self, frame: Frame) -> None:
         analysis = self.analyzer.analyze(frame.image)
         self.stats.add(analysis)
-        observations = [Observation(f.box, f.masked, f.p_masked, f.detection_score) for f in analysis.faces]
+        observations = [Observation(f.box, f.masked, f.p_masked) for f in analysis.faces]
         tracks = self.tracker.update(frame.timestamp, observations)
         levels, events = self.gate.step(frame.timestamp, tracks)
         changed = self.outputs.apply(levels)  # the door first; logs and snapshots after
@@ -165,8 +165,7 @@ class GateService:
 
     def _lost(self, reason: str) -> None:
         """Camera gone: door locked now, faces forgotten, one log line per outage (not per retry)."""
-        levels, events = self.gate.lose_source(self.clock())
-        self.outputs.apply(levels)
+        _, events = self.gate.lose_source(self.clock())
         self.outputs.off()
         self.tracker.clear()
         for event in events:
@@ -246,7 +245,7 @@ def run_gate(cfg: GateConfig, stop: threading.Event, *, factory=None) -> int:
     with Outputs.from_config(cfg.outputs, pulse_s=cfg.decision.pulse_s, factory=factory) as outputs:
         names = ", ".join(f"{d.name} on {d.pin}" for d in outputs.devices()) or "none"
         logger.info("outputs: %s (all off)", names)
-        analyzer = FrameAnalyzer.from_config(cfg.detector, cfg.classifier)
+        analyzer = FrameAnalyzer.from_config(cfg.detector, cfg.classifier, cfg.decision)
         try:
             logger.info(
                 "models: detector %s, classifier %s (%s, threshold %.2f)",

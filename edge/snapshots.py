@@ -27,6 +27,7 @@ class SnapshotStore:
         self.max_bytes = max_bytes
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            self._total = sum(f.stat().st_size for f in self.folder.glob(f"*{SUFFIX}"))
         except OSError as e:
             raise ConfigError(
                 f"service.snapshot_dir: cannot create {folder} ({e.strerror or e}); "
@@ -44,7 +45,9 @@ class SnapshotStore:
         path = self.folder / f"{when.strftime('%Y%m%dT%H%M%S.%f')[:-3]}Z-{kind}{SUFFIX}"
         try:
             atomic.write_bytes(path, buf.tobytes())
-            self.prune()
+            self._total += buf.nbytes
+            if self._total > self.max_bytes:  # the folder is listed only when something must go
+                self.prune()
         except OSError as e:  # a full or read-only disk must not stop the gate
             logger.warning("snapshot not saved: %s", e.strerror or e)
             return None
@@ -59,3 +62,4 @@ class SnapshotStore:
                 break
             f.unlink(missing_ok=True)
             total -= size
+        self._total = total

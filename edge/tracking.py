@@ -32,20 +32,16 @@ class Observation:
     box: Box
     masked: bool  # this frame's vote
     score: float  # p(masked) of this frame, for logs
-    detection_score: float = 1.0  # how sure the detector is that this is a face
 
 
 @dataclass
 class Track:
     id: int
     box: Box
-    first_seen: float
     last_seen: float
     votes: deque[bool]
     state: FaceState = FaceState.PENDING
     score: float = 0.0
-    detection_score: float = 0.0  # of the latest frame
-    frames: int = 0  # frames in which this face was seen
 
     @property
     def height(self) -> int:
@@ -102,7 +98,7 @@ class Tracker:
             self._vote(self.tracks[r], t, observations[c])
         for c, obs in enumerate(observations):
             if c not in matched:
-                track = Track(self._next_id, obs.box, t, t, deque(maxlen=self.window))
+                track = Track(self._next_id, obs.box, t, deque(maxlen=self.window))
                 self._next_id += 1
                 self.tracks.append(track)
                 self._vote(track, t, obs)
@@ -110,8 +106,6 @@ class Tracker:
 
     def _vote(self, track: Track, t: float, obs: Observation) -> None:
         track.box, track.last_seen, track.score = obs.box, t, obs.score
-        track.detection_score = obs.detection_score
-        track.frames += 1
         track.votes.append(obs.masked)
         masked = sum(track.votes)
         if masked >= self.confirm:

@@ -65,7 +65,7 @@ run "$PREFIX/venv/bin/maskgate" run --config "$CONF" --validate-config
 
 run install -d -m 0755 -o maskgate -g maskgate "$CACHE"
 run env MASKGATE_CACHE="$CACHE" ${MIRROR:+MASKGATE_MIRROR="$MIRROR"} \
-  setpriv --reuid=maskgate --regid=maskgate --init-groups "$PREFIX/venv/bin/maskgate" models fetch
+  setpriv --reuid=maskgate --regid=maskgate --init-groups "$PREFIX/venv/bin/maskgate" models fetch --for edge
 
 run install -m 0644 "$SRC/systemd/maskgate.service" "$UNIT"
 run systemctl daemon-reload

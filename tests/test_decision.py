@@ -74,7 +74,7 @@ def test_a_face_is_confirmed_only_by_enough_votes_and_one_bad_frame_does_not_fli
     ]
     # the window is now T,F,T,F,F: the third unmasked vote flips it, not the first or second
     assert tr.update(0.5, [obs(False)])[0].state is FaceState.UNMASKED
-    assert len(tr.tracks) == 1 and tr.tracks[0].frames == 6
+    assert len(tr.tracks) == 1 and list(tr.tracks[0].votes) == [True, False, True, False, False]
 
 
 def test_faces_keep_their_identity_and_are_forgotten_after_a_while():
@@ -165,12 +165,6 @@ def test_back_to_back_unlocks_with_no_cooldown_are_counted_apart():
     assert all(lv.relay for _, lv in s.levels[2:])  # the relay level never drops between pulses
 
 
-def test_distant_faces_are_ignored():
-    far = (10, 10, 40, 40)  # 30 px high: below min_face_px
-    s = Scene(min_face_px=40).frames(10, obs(True, far)).frames(10, obs(False, far))
-    assert s.events == [] and s.relay_on_times() == []
-
-
 def test_one_misclassified_frame_neither_opens_nor_closes():
     s = Scene().frames(2, obs(False)).frames(1, obs(True)).frames(2, obs(False))
     assert s.relay_on_times() == []
@@ -193,11 +187,3 @@ def test_losing_the_camera_locks_at_once_and_forgets():
 def test_vote_settings_that_could_confirm_both_ways_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DecisionConfig(**kwargs)
-
-
-def test_faint_detections_neither_open_nor_block_the_gate():
-    faint_unmasked = Observation(OTHER, False, 0.05, detection_score=0.3)
-    s = Scene(min_detection_score=0.5).frames(10, obs(True), faint_unmasked)
-    assert s.kinds() == ["unlock"]  # the faint 'face' did not block, the sure one opened
-    s2 = Scene(min_detection_score=0.5).frames(10, Observation(NEAR, True, 0.95, detection_score=0.3))
-    assert s2.events == []

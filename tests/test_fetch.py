@@ -149,3 +149,15 @@ def test_malformed_url_is_one_clear_line(tmp_path, capsys):
     manifest = _manifest(tmp_path, {"a.bin": b"alpha"}, url="notaurl")
     assert main(["models", "fetch", "--manifest", str(manifest)]) == 2
     assert "cannot download notaurl/a.bin" in capsys.readouterr().err
+
+
+def test_a_device_fetches_only_the_files_its_stage_uses(shared_models, capsys):
+    """`--for edge` skips the training backbone, whose official download is not yet verified."""
+    assert main(["models", "fetch", "--for", "edge", "--mirror", str(shared_models)]) == 0
+    out = capsys.readouterr().out
+    assert "deploy.prototxt: copied" in out and "caffemodel: copied" in out and ".h5" not in out
+    uses = {name: item.used_by for name, item in fetch.load_manifest().items()}
+    assert [n for n, u in uses.items() if "edge" in u] == [
+        "deploy.prototxt",
+        "res10_300x300_ssd_iter_140000.caffemodel",
+    ]

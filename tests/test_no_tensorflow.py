@@ -4,7 +4,9 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO
+import pytest
+
+from conftest import REPO, SHARED
 
 
 def _fresh(code: str) -> subprocess.CompletedProcess:
@@ -73,3 +75,22 @@ def test_the_guard_sees_dynamic_imports():
 
     tree = ast.parse("import importlib\nimportlib.import_module('tensorflow.lite')\n__import__('keras')")
     assert {"tensorflow", "keras"} <= set(_imported_names(tree))
+
+
+def test_a_detect_run_loads_no_tensorflow(shared_models, tmp_path):
+    """Not just importing: a whole detect run (SSD, int8 classifier, JSONL) on a real scene."""
+    scene = SHARED / "data" / "scenes" / "images" / "maksssksksss0.jpg"
+    if not scene.is_file():
+        pytest.skip(f"shared scenes not found at {scene.parent}")
+    out = tmp_path / "faces.jsonl"
+    r = _fresh(f"""
+        import os, sys
+        os.environ["MASKGATE_MIRROR"] = {str(shared_models)!r}
+        os.environ["MASKGATE_CACHE"] = {str(tmp_path / "cache")!r}
+        from maskgate.edge.cli import main
+        assert main(["-q", "detect", "--source", {str(scene)!r}, "--jsonl", {str(out)!r}]) == 0
+        bad = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")]
+        assert not bad, bad
+    """)
+    assert r.returncode == 0, r.stderr
+    assert len(out.read_text().splitlines()) == 1

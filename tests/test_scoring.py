@@ -83,11 +83,24 @@ def test_score_over_a_folder_with_jsonl_round_trip_and_exclusions(tmp_path):
     split.write_text(
         json.dumps(
             {
+                "roots": {"voc": str(tmp_path / "voc")},
                 "samples": [
-                    {"path": "images/b.jpg", "box": [1, 2, 3, 4], "split": "train"},
-                    {"path": "images/c.jpg", "box": [1, 2, 3, 4], "split": "test"},
-                    {"path": "with_mask/b.jpg", "box": None, "split": "train"},
-                ]
+                    {
+                        "path": "images/b.jpg",
+                        "root": "voc",
+                        "box": [1, 2, 3, 4],
+                        "label": "x",
+                        "split": "train",
+                    },
+                    {
+                        "path": "images/c.jpg",
+                        "root": "voc",
+                        "box": [1, 2, 3, 4],
+                        "label": "x",
+                        "split": "test",
+                    },
+                    {"path": "with_mask/b.jpg", "root": "data", "box": None, "label": "x", "split": "train"},
+                ],
             }
         )
     )
@@ -108,18 +121,10 @@ def test_scoring_inputs_that_do_not_fit_are_one_line(tmp_path):
         score(tmp_path, {})
 
 
-def test_score_command_rejects_an_overlap_that_would_match_anything(tmp_path):
-    import subprocess
-    import sys
+def test_score_command_rejects_an_overlap_that_would_match_anything():
+    from conftest import assert_one_line_error, maskgate
 
-    from conftest import REPO, assert_one_line_error
-
-    r = subprocess.run(
-        [sys.executable, "-m", "maskgate.edge.cli", "score", "--jsonl", "x", "--voc", "y", "--iou", "0"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    r = maskgate("score", "--jsonl", "x", "--voc", "y", "--iou", "0")
     assert_one_line_error(r, "--iou 0.0: must be above 0 and at most 1")
 
 

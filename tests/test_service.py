@@ -27,7 +27,7 @@ BOX = (100, 100, 200, 220)
 
 def face(masked: bool) -> Face:
     p = np.array([0.97, 0.03] if masked else [0.04, 0.96], np.float32)
-    return Face(BOX, 0.99, p, CLASSES[0 if masked else 1], float(p.max()), float(p[0]), masked)
+    return Face(BOX, 0.99, CLASSES[0 if masked else 1], float(p.max()), float(p[0]), masked)
 
 
 class FakeAnalyzer:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, maskgate
 
 UNIT = REPO / "systemd" / "maskgate.service"
 INSTALLED_BIN = "/opt/maskgate/venv/bin/maskgate"
@@ -77,12 +77,7 @@ def test_unit_commands_are_valid_maskgate_command_lines(tmp_path):
 
         args = build_parser().parse_args(argv[1:])
         assert args.config == config
-    r = subprocess.run(
-        [sys.executable, "-m", "maskgate.edge.cli", "run", "--config", str(config), "--validate-config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = maskgate("run", "--config", str(config), "--validate-config")
     assert r.returncode == 0 and "valid" in r.stdout, r.stderr
 
 
@@ -100,7 +95,7 @@ def test_installer_plans_user_venv_config_models_and_unit():
         "--groups gpio,video maskgate",
         "venv --system-site-packages",
         "/etc/maskgate/config.toml",
-        "models fetch",
+        "models fetch --for edge",
         "maskgate.service",
         "systemctl enable",
     ):

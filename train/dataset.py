@@ -25,7 +25,7 @@ from maskgate.edge.errors import DataError, ImageReadError
 from maskgate.edge.imageio import decode_image
 from maskgate.edge.labels import order_classes
 from maskgate.edge.preprocess import Box, crop, expand_box, prepare_face
-from maskgate.edge.voc import parse_voc
+from maskgate.edge.voc import annotation_files, parse_voc
 
 
 @dataclass(frozen=True)
@@ -177,13 +177,12 @@ def scan_voc(
 ) -> ScanResult:
     """Turn VOC scenes into face-crop samples of the given classes."""
     root = Path(root)
-    images_dir, ann_dir = root / "images", root / "annotations"
-    for d in (root, images_dir, ann_dir):
-        if not d.is_dir():
-            raise DataError(f"VOC directory {root} must contain images/ and annotations/ ({d} is missing)")
-    xmls = sorted(ann_dir.glob("*.xml"))
-    if not xmls:
-        raise DataError(f"VOC directory {root}: no .xml files in annotations/")
+    images_dir = root / "images"
+    if not images_dir.is_dir():
+        raise DataError(
+            f"VOC directory {root} must contain images/ and annotations/ ({images_dir} is missing)"
+        )
+    xmls = annotation_files(root)
 
     wanted = set(classes)
 

@@ -79,6 +79,19 @@ def classification_metrics(
     return result
 
 
+FROM_VALIDATION = "validation split"  # config.json's threshold_source when training chose the threshold
+
+
+def choose_masked_threshold(
+    probs: np.ndarray, labels: Sequence[int], classes: Sequence[str], *, false_accept_cost: float
+) -> float:
+    """``choose_threshold`` on p(with_mask) of a split's class probabilities and integer labels."""
+    m = list(classes).index(MASKED)
+    return choose_threshold(
+        np.asarray(probs)[:, m], np.asarray(labels) == m, false_accept_cost=false_accept_cost
+    )
+
+
 def choose_threshold(
     p_masked: np.ndarray, is_masked: np.ndarray, *, false_accept_cost: float, lowest: float = 0.5
 ) -> float:

@@ -126,6 +126,8 @@ def markdown_report(
 
 
 def _threshold_source(config: dict) -> str:
-    if config.get("threshold_source") == "validation split":
+    from .metrics import FROM_VALIDATION
+
+    if config.get("threshold_source") == FROM_VALIDATION:
         return f"chosen on the validation split; a false accept costs {config['false_accept_cost']:g} rejects"
     return "set with --threshold"

@@ -17,17 +17,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from maskgate.edge import atomic, fetch, preprocess, sysinfo
 from maskgate.edge.errors import ConfigError, DataError, OutputExistsError
-from maskgate.edge.labels import MASKED
 
 from . import report
 from .config import IMAGENET_WEIGHTS, TrainConfig
 from .dataset import content_hash, drop_label_conflicts, locate, merge, scan_folder, scan_voc
 from .distribute import check_cluster
-from .metrics import choose_threshold, classification_metrics
+from .metrics import FROM_VALIDATION, choose_masked_threshold, classification_metrics
 from .split import split_counts, split_samples, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -182,9 +179,8 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
         threshold = cfg.threshold
         if threshold is None:
             val_probs = predict(final, subset["val"], input_size=cfg.input_size, batch_size=cfg.batch_size)
-            m = classes.index(MASKED)
-            threshold = choose_threshold(
-                val_probs[:, m], np.asarray(labels["val"]) == m, false_accept_cost=cfg.false_accept_cost
+            threshold = choose_masked_threshold(
+                val_probs, labels["val"], classes, false_accept_cost=cfg.false_accept_cost
             )
             logger.info(
                 "threshold %.4f, chosen on the validation split (a false accept costs %g rejects)",
@@ -290,7 +286,7 @@ def _write_outputs(
 
     config = cfg.model_dump(mode="json") | {
         "threshold": metrics["threshold"],
-        "threshold_source": "--threshold" if cfg.threshold is not None else "validation split",
+        "threshold_source": "--threshold" if cfg.threshold is not None else FROM_VALIDATION,
         "classes": classes,
         "weights_file": str(weights) if weights else None,
         "weights_sha256": fetch.digest(weights.read_bytes()) if weights else None,

@@ -21,6 +21,7 @@ import numpy as np
 
 from maskgate.edge.errors import DataError
 from maskgate.edge.labels import order_classes
+from maskgate.edge.splits import read_manifest  # noqa: F401 - part of this module's interface
 
 from .dataset import Sample, family_of, locate
 
@@ -177,19 +178,3 @@ def write_manifest(
         "samples": rows,
     }
     atomic.write_text(path, json.dumps(doc, indent=1) + "\n")
-
-
-def read_manifest(path: Path, split: str | None = None) -> list[tuple[Path, str, tuple | None]]:
-    """(image path, label, box) of a manifest's samples, optionally of one split."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        roots = {k: Path(v) for k, v in doc["roots"].items()}
-        rows = doc["samples"]
-    except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"split manifest {path} is unreadable: {e}") from e
-    out = []
-    for r in rows:
-        if split is None or r["split"] == split:
-            base = roots.get(r["root"], Path())
-            out.append((base / r["path"], r["label"], tuple(r["box"]) if r["box"] else None))
-    return out
