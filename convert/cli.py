@@ -1,4 +1,4 @@
-"""``maskgate convert``, registered with the edge CLI via an entry point."""
+"""``maskgate convert`` and ``maskgate convert detector``, registered with the edge CLI via an entry point."""
 
 from __future__ import annotations
 
@@ -6,15 +6,24 @@ import argparse
 
 from maskgate.edge.cli import add_config_command
 
-from .config import ConvertConfig
+from .config import ConvertConfig, DetectorConvertConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    add_config_command(
-        sub, "convert", ConvertConfig, required=("model", "out"), handler=_convert,
-        help="quantise a trained model to a verified int8 TFLite bundle",
+    p = add_config_command(
+        sub, "convert", ConvertConfig, required=(), handler=_convert,
+        help="quantise a trained model (or, with 'detector', the face detector) to a verified int8 bundle",
         description="Convert a training run to full-integer int8 TFLite, verify it against the float "
-        "model on the run's test split, and write a model bundle; refuse if int8 loses too much accuracy.",
+        "model on the run's test split, and write a model bundle; refuse if int8 loses too much accuracy. "
+        "'maskgate convert detector' does the same for OpenCV's SSD face detector.",
+    )  # fmt: skip
+    targets = p.add_subparsers(dest="convert_target", metavar="[detector]")
+    add_config_command(
+        targets, "detector", DetectorConvertConfig, required=("out",), handler=_convert_detector,
+        help="OpenCV's SSD face detector as a verified int8 LiteRT bundle",
+        description="Rebuild OpenCV's ResNet-10 SSD with its published weights, convert it to full-integer "
+        "int8 with a dynamic input size, verify it against OpenCV's float detector on held-out scene images, "
+        "and write a detector bundle; refuse if it finds too few of OpenCV's faces.",
     )  # fmt: skip
 
 
@@ -22,4 +31,11 @@ def _convert(cfg: ConvertConfig, args: argparse.Namespace) -> int:
     from .run import convert
 
     convert(cfg)
+    return 0
+
+
+def _convert_detector(cfg: DetectorConvertConfig, args: argparse.Namespace) -> int:
+    from .detector import convert_detector
+
+    convert_detector(cfg)
     return 0

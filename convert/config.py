@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from maskgate.edge.ssd import fit_size
 
 
 class ConvertConfig(BaseModel):
@@ -32,3 +35,57 @@ class ConvertConfig(BaseModel):
         100, ge=0, le=10000, description="timed runs per model for the report (0 = skip)"
     )
     seed: int = Field(1337, ge=0, description="seed for drawing calibration images")
+
+
+def _sizes(value: Any) -> Any:
+    """``"300x300,640x480"`` (the command line) or ``[[300, 300], [640, 480]]``."""
+    if isinstance(value, str):
+        try:
+            return [
+                tuple(int(v) for v in part.lower().split("x")) for part in value.split(",") if part.strip()
+            ]
+        except ValueError:
+            raise ValueError(f"expected sizes as WIDTHxHEIGHT[,WIDTHxHEIGHT...], got {value!r}") from None
+    return value
+
+
+class DetectorConvertConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    out: Path = Field(description="bundle directory to create (must not exist)")
+    representative: Path | None = Field(
+        None,
+        description="scene images to calibrate and verify on (default: $MASKGATE_SHARED/data/scenes/images)",
+    )
+    samples: int = Field(200, ge=8, le=5000, description="calibration images, drawn seeded")
+    verify_images: int = Field(300, ge=10, le=10000, description="held-out images to verify on")
+    sizes: list[tuple[int, int]] = Field(
+        [(300, 300), (640, 480)],
+        min_length=1,
+        description="input sizes (WIDTHxHEIGHT, comma-separated) to calibrate, verify and time at",
+    )
+    verify_confidence: float = Field(
+        0.5, ge=0.05, le=0.99, description="OpenCV detections from this score on must be found by int8"
+    )
+    tolerance: float = Field(
+        0.97,
+        ge=0.0,
+        le=1.0,
+        description="refuse when int8 finds fewer of OpenCV's faces than this, at any size",
+    )
+    float32: bool = Field(True, description="also write the float32 TFLite model into the bundle")
+    latency_runs: int = Field(30, ge=0, le=10000, description="timed runs per model, size and thread count")
+    seed: int = Field(1337, ge=0, description="seed for drawing calibration and verification images")
+
+    @field_validator("sizes", mode="before")
+    @classmethod
+    def _parse_sizes(cls, value: Any) -> Any:
+        return _sizes(value)
+
+    @field_validator("sizes")
+    @classmethod
+    def _multiples_of_4(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        for w, h in value:
+            if fit_size(w, h) != (w, h):
+                raise ValueError(f"{w}x{h}: sides must be multiples of 4, at least 32")
+        return value

@@ -90,7 +90,7 @@ class FrameAnalyzer:
         cls, detector: DetectorConfig, classifier: ClassifierConfig, decision: DecisionConfig | None = None
     ) -> FrameAnalyzer:
         """The analyzer a configuration describes; with ``decision``, only faces the gate decides on."""
-        bundle = load_bundle(classifier.bundle or default_bundle_path())
+        bundle = load_bundle(classifier.bundle or default_bundle_path(), kind="classifier")
         return cls(
             make_detector(detector),
             bundle,

@@ -111,8 +111,8 @@ def _read_checksums(path: Path) -> dict[str, str]:
     return sums
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Verify and load a bundle; every problem is one ``ModelFileError`` line naming it."""
+def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
+    """Verify and load a bundle (of ``kind``, if given); every problem is one ``ModelFileError`` line."""
     path = Path(path)
     if not path.is_dir():
         raise ModelFileError(f"bundle {path} not found (expected a folder with {METADATA} and {CHECKSUMS})")
@@ -144,20 +144,34 @@ def load_bundle(path: str | Path) -> Bundle:
         with open(path / name, "rb") as f:
             if f.read(8)[4:8] != TFLITE_MAGIC:
                 raise ModelFileError(f"bundle {path}: {name} is not a TFLite model")
-    if meta["kind"] == "classifier" and MASKED not in bundle.classes:
-        raise ModelFileError(f"bundle {path}: classes {bundle.classes} lack {MASKED}; the gate cannot decide")
+    if kind is not None and meta["kind"] != kind:
+        raise ModelFileError(f"bundle {path} holds a {meta['kind']}; a {kind} bundle is needed here")
     labels = [x.strip() for x in (path / LABELS).read_text(encoding="utf-8").splitlines() if x.strip()]
     if labels != bundle.classes:
         raise ModelFileError(f"bundle {path}: {LABELS} {labels} differs from the metadata's {bundle.classes}")
-    if meta["preprocessing"] != describe(bundle.input_size):
+    if meta["kind"] == "classifier":
+        if MASKED not in bundle.classes:
+            raise ModelFileError(
+                f"bundle {path}: classes {bundle.classes} lack {MASKED}; the gate cannot decide"
+            )
+        expected = describe(bundle.input_size)
+    elif meta["kind"] == "detector":
+        from .ssd import describe_preprocessing
+
+        if not isinstance(meta.get("ssd"), dict) or not {"heads", "outputs"} <= set(meta["ssd"]):
+            raise ModelFileError(f"bundle {path}: {METADATA} lacks the SSD's prior boxes and output order")
+        expected = describe_preprocessing()
+    else:
+        raise ModelFileError(f"bundle {path}: unknown kind {meta['kind']!r}")
+    if meta["preprocessing"] != expected:
         raise ModelFileError(
             f"bundle {path}: made for other preprocessing than this maskgate applies; convert the model again"
         )
     return bundle
 
 
-def default_bundle_path() -> Path:
-    """The classifier bundle shipped with maskgate (models/classifier)."""
+def default_bundle_path(kind: str = "classifier") -> Path:
+    """A bundle shipped with maskgate: ``models/classifier`` or ``models/detector``."""
     from importlib.resources import files
 
-    return Path(str(files("maskgate.models").joinpath("classifier")))
+    return Path(str(files("maskgate.models").joinpath(kind)))

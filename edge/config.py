@@ -77,8 +77,12 @@ class SourceConfig(Section):
 
 
 class DetectorConfig(Section):
-    backend: Literal["ssd-opencv"] = Field(
-        "ssd-opencv", description="face detector: OpenCV's ResNet-10 SSD through cv2.dnn"
+    backend: Literal["ssd-int8", "ssd-opencv"] = Field(
+        "ssd-opencv",
+        description="face detector: 'ssd-int8' (the SSD in int8 on LiteRT) or 'ssd-opencv' (float, cv2.dnn)",
+    )
+    bundle: Path | None = Field(
+        None, description="ssd-int8: detector bundle folder (default: the one shipped)"
     )
     input_size: tuple[Side, Side] | Literal["frame"] = Field(
         (300, 300),

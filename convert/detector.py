@@ -1,0 +1,403 @@
+"""``maskgate convert detector``: OpenCV's float SSD becomes a verified int8 LiteRT bundle, or nothing.
+
+Steps: rebuild the published network in Keras from its verified files
+(``convert.caffe``), check it reproduces OpenCV's raw head outputs, convert
+to float32 and full-integer int8 TFLite with a dynamic input size (calibrated
+on scene images at every size to be verified), then run the device's own
+``ssd-int8`` detector from the staged bundle against OpenCV's float detector
+on held-out images: recall of OpenCV's boxes at IoU >= 0.5 and the score
+correlation of matched boxes. Below ``--tolerance`` recall at any size, the
+command refuses and writes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskgate.edge import atomic, bundle, fetch, sysinfo
+from maskgate.edge.detector import SSD_PROTOTXT, SSD_WEIGHTS, SsdInt8Detector, SsdOpenCvDetector
+from maskgate.edge.errors import DataError, MaskgateError, ModelFileError, OutputExistsError
+from maskgate.edge.imageio import IMAGE_SUFFIXES, read_image
+from maskgate.edge.litert import load_interpreter, quiet_native_stderr, runtime_name
+from maskgate.edge.ssd import describe_preprocessing
+from maskgate.edge.timing import summarize
+from maskgate.edge.tracking import greedy_match, iou_matrix
+
+from .config import DetectorConvertConfig
+from .run import ConversionRefused
+
+logger = logging.getLogger(__name__)
+
+INT8_NAME = "model.tflite"
+FLOAT_NAME = "model_float32.tflite"
+SHARED_ENV = "MASKGATE_SHARED"
+
+
+def _images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise DataError(f"--representative {folder} is not a directory")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(files) < 20:
+        raise DataError(f"--representative {folder}: {len(files)} images; at least 20 are needed")
+    return files
+
+
+def _read(paths: list[Path]) -> list[np.ndarray]:
+    images = []
+    for p in paths:
+        try:
+            images.append(read_image(p))
+        except MaskgateError as e:
+            logger.warning("skipped %s: %s", p.name, e)
+    return images
+
+
+def to_tflite(model, mode: str, calibration: list[np.ndarray] | None = None) -> bytes:
+    """The Keras SSD as TFLite; int8 takes uint8 BGR pixels (scale 1, zero point 0) and gives int8 heads."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if mode == "int8":
+
+        def batches():
+            for image in calibration:
+                yield [image[None].astype(np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = batches
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.int8
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter), quiet_native_stderr():
+        return converter.convert()
+
+
+def output_order(tflite: bytes, n_outputs: int) -> list[int]:
+    """Position in the interpreter's output list of each Keras output (loc0, conf0, loc1, ...).
+
+    Shapes cannot tell the heads apart (this SSD has three 5x5 heads at 300x300);
+    the model's signature keeps Keras's output order as ``output_0``, ``output_1``, ...
+    """
+    it = load_interpreter(tflite)
+    by_name = {name: d["index"] for name, d in it.get_signature_runner().get_output_details().items()}
+    positions = {d["index"]: k for k, d in enumerate(it.get_output_details())}
+    try:
+        return [positions[by_name[f"output_{k}"]] for k in range(n_outputs)]
+    except KeyError as e:
+        raise ModelFileError(f"the converted detector's signature lacks {e}; cannot order its heads") from e
+
+
+def match_detections(reference, candidate, iou: float = 0.5) -> tuple[int, int, list[tuple[float, float]]]:
+    """(reference boxes, found ones, (reference score, candidate score) of each match)."""
+    pairs = greedy_match(iou_matrix([d.box for d in reference], [d.box for d in candidate]), iou)
+    return len(reference), len(pairs), [(reference[r].score, candidate[c].score) for r, c in pairs]
+
+
+def verify(
+    images: list[np.ndarray],
+    sizes: list[tuple[int, int]],
+    int8_bundle,
+    cfg: DetectorConvertConfig,
+    opencv: SsdOpenCvDetector,
+) -> dict[str, Any]:
+    """int8 against OpenCV's float detector on the same frames, per input size."""
+    result = {}
+    for w, h in sizes:
+        opencv.input_size = (w, h)
+        opencv.confidence = cfg.verify_confidence
+        # int8 boxes are looked for a little below the threshold: a face at 0.51 float and 0.49 int8 is
+        # the same face found, and the score correlation reports how far the scores move.
+        int8 = SsdInt8Detector(
+            int8_bundle,
+            input_size=(w, h),
+            confidence=cfg.verify_confidence * 0.8,
+            min_face_px=1,
+            threads=os.cpu_count() or 1,
+        )
+        total = found = extra = 0
+        scores: list[tuple[float, float]] = []
+        for image in images:
+            ref, got = opencv.detect(image), int8.detect(image)
+            n, k, pairs = match_detections(ref, got)
+            total, found, scores = total + n, found + k, scores + pairs
+            extra += sum(1 for d in got if d.score >= cfg.verify_confidence) - sum(
+                1 for _, s in pairs if s >= cfg.verify_confidence
+            )
+        a = np.asarray(scores) if scores else np.zeros((0, 2))
+        strict = int((a[:, 1] >= cfg.verify_confidence).sum()) if len(a) else 0
+        result[f"{w}x{h}"] = {
+            "images": len(images),
+            "opencv_faces": total,
+            "found": found,
+            "recall": found / total if total else None,
+            "recall_at_the_same_score": strict / total if total else None,
+            "score_correlation": float(np.corrcoef(a[:, 0], a[:, 1])[0, 1]) if len(a) > 2 else None,
+            "score_diff_mean": float(np.abs(a[:, 0] - a[:, 1]).mean()) if len(a) else None,
+            "int8_only_boxes": int(max(extra, 0)),
+        }
+    return result
+
+
+def raw_difference(
+    keras_model,
+    opencv: SsdOpenCvDetector,
+    images: list[np.ndarray],
+    names: list[str],
+    sizes: list[tuple[int, int]],
+) -> float:
+    """Largest absolute difference between the Keras rebuild's head outputs and OpenCV's."""
+    import cv2
+
+    worst = 0.0
+    for image in images:
+        for w, h in sizes:
+            opencv.input_size = (w, h)
+            ref = opencv.raw(image, outputs=names)
+            x = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)[None]
+            ours = keras_model(x)
+            for r, o in zip(ref, ours, strict=True):
+                worst = max(worst, float(np.abs(r.transpose(0, 2, 3, 1) - np.asarray(o)).max()))
+    return worst
+
+
+def latency(
+    tflite: bytes,
+    image: np.ndarray,
+    size: tuple[int, int],
+    threads: int,
+    runs: int,
+    opencv: SsdOpenCvDetector | None = None,
+) -> dict[str, float]:
+    """Network time per frame (no post-processing), after warm-up: a benchmark, not a test."""
+    import cv2
+
+    if opencv is not None:
+        cv2.setNumThreads(threads)
+        opencv.input_size = size
+
+        def run():
+            opencv.raw(image)
+    else:
+        it = load_interpreter(tflite, num_threads=threads)
+        d = it.get_input_details()[0]
+        it.resize_tensor_input(d["index"], [1, size[1], size[0], 3])
+        it.allocate_tensors()
+
+        def run():  # the resize is timed too, as blobFromImage's is for OpenCV
+            x = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)[None].astype(d["dtype"], copy=False)
+            it.set_tensor(d["index"], x)
+            it.invoke()
+
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t) * 1000)
+    return summarize(times)
+
+
+def convert_detector(cfg: DetectorConvertConfig) -> Path:
+    if cfg.out.exists():
+        raise OutputExistsError(f"output directory {cfg.out} already exists; choose another --out")
+    atomic.check_creatable(cfg.out, "--out")
+    folder = cfg.representative
+    if folder is None:
+        shared = os.environ.get(SHARED_ENV)
+        if not shared:
+            raise DataError(
+                f"give --representative DIR (scene images), or set {SHARED_ENV} to the shared data"
+            )
+        folder = Path(shared) / "data" / "scenes" / "images"
+    files = _images(folder)
+    order = np.random.default_rng(cfg.seed).permutation(len(files))
+    calibration_files = [files[i] for i in order[: cfg.samples]]
+    verify_files = [files[i] for i in order[cfg.samples : cfg.samples + cfg.verify_images]]
+    if len(verify_files) < 10:
+        raise DataError(
+            f"--representative {folder}: too few images left to verify on after --samples {cfg.samples}"
+        )
+
+    prototxt, weights = fetch.ensure(SSD_PROTOTXT), fetch.ensure(SSD_WEIGHTS)
+    from .caffe import build_keras, ssd_spec
+
+    spec = ssd_spec(prototxt)
+    model, names = build_keras(prototxt, weights)
+    opencv = SsdOpenCvDetector(prototxt, weights, threads=os.cpu_count() or 1)
+    verify_images = _read(verify_files)
+    diff = raw_difference(model, opencv, verify_images[:5], names, cfg.sizes)
+    logger.info("Keras rebuild vs OpenCV, raw head outputs on 5 frames: max abs difference %.2e", diff)
+    if diff > 1e-3:
+        raise ConversionRefused(f"the rebuilt network differs from OpenCV's by {diff:.3g}; no bundle written")
+
+    import cv2
+
+    calibration = []
+    for i, image in enumerate(_read(calibration_files)):
+        w, h = cfg.sizes[i % len(cfg.sizes)]  # every size is calibrated: activations grow with the input
+        calibration.append(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))
+    logger.info(
+        "calibrating on %d images from %s at %s",
+        len(calibration),
+        folder,
+        ", ".join(f"{w}x{h}" for w, h in cfg.sizes),
+    )
+    models = {INT8_NAME: to_tflite(model, "int8", calibration)}
+    if cfg.float32:
+        models[FLOAT_NAME] = to_tflite(model, "float32")
+    outputs = output_order(models[INT8_NAME], len(names))
+
+    metadata: dict[str, Any] = {
+        "format": bundle.FORMAT,
+        "version": bundle.VERSION,
+        "kind": "detector",
+        "model": INT8_NAME,
+        "float_model": FLOAT_NAME if FLOAT_NAME in models else None,
+        "classes": ["face"],
+        "threshold": 0.5,  # the published detector's usual confidence; the device's is in its config
+        "input": {"dtype": "uint8", "size": None, "size_multiple": 4, "layout": "NHWC"},
+        "preprocessing": describe_preprocessing(),
+        "ssd": {
+            "heads": [asdict(h) | {"name": loc} for h, loc in zip(spec.heads, spec.loc_heads, strict=True)],
+            "outputs": outputs,
+            "nms_threshold": spec.nms_threshold,
+            "top_k": spec.top_k,
+            "keep_top_k": spec.keep_top_k,
+            "confidence_threshold": spec.confidence_threshold,
+        },
+        "source": {
+            "prototxt_sha256": bundle.sha256_file(prototxt),
+            "caffemodel_sha256": bundle.sha256_file(weights),
+            "rebuild_max_abs_diff": diff,
+            "calibration": {
+                "images": len(calibration),
+                "folder": folder.name,
+                "seed": cfg.seed,
+                "sizes": [list(s) for s in cfg.sizes],
+            },
+        },
+        "libraries": sysinfo.library_versions() | {"runtime": runtime_name()},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    for h in metadata["ssd"]["heads"]:
+        h.pop("head", None)
+    with atomic.staged_dir(cfg.out) as stage:
+        for name, data in models.items():
+            atomic.write_bytes(stage / name, data)
+        atomic.write_text(stage / bundle.LABELS, "face\n")
+        atomic.write_text(stage / bundle.METADATA, json.dumps(metadata, indent=2) + "\n")
+        bundle.write_checksums(stage)
+        staged = bundle.load_bundle(stage, kind="detector")  # what we ship must pass the device's own check
+
+        logger.info("verifying on %d held-out images against OpenCV's float detector", len(verify_images))
+        verification = verify(verify_images, cfg.sizes, staged, cfg, opencv)
+        worst = min((v["recall"] for v in verification.values() if v["recall"] is not None), default=None)
+        for size, v in verification.items():
+            logger.info(
+                "%s: int8 finds %d of OpenCV's %d faces (recall %.4f), score correlation %s",
+                size,
+                v["found"],
+                v["opencv_faces"],
+                v["recall"] or 0,
+                v["score_correlation"],
+            )
+        if worst is None:
+            raise ConversionRefused(
+                "OpenCV's detector found no face in the verification images; cannot verify"
+            )
+        if worst < cfg.tolerance:
+            raise ConversionRefused(
+                f"int8 detector finds {100 * worst:.1f} % of OpenCV's faces, below --tolerance "
+                f"{100 * cfg.tolerance:.1f} %; no bundle written"
+            )
+        timing: dict[str, Any] = {}
+        if cfg.latency_runs:
+            image = verify_images[0]
+            for size in cfg.sizes:
+                for threads in (1, 2):
+                    key = f"{size[0]}x{size[1]} @ {threads} thread(s)"
+                    timing[key] = {
+                        "ssd-int8": latency(models[INT8_NAME], image, size, threads, cfg.latency_runs),
+                        "ssd-opencv": latency(b"", image, size, threads, cfg.latency_runs, opencv=opencv),
+                    }
+                    if FLOAT_NAME in models:
+                        timing[key]["tflite-float32"] = latency(
+                            models[FLOAT_NAME], image, size, threads, cfg.latency_runs
+                        )
+        metadata["verification"] = verification | {
+            "tolerance": cfg.tolerance,
+            "confidence": cfg.verify_confidence,
+        }
+        metadata["latency_ms_on_converting_machine"] = timing
+        atomic.write_text(stage / bundle.METADATA, json.dumps(metadata, indent=2) + "\n")
+        atomic.write_text(stage / "report.md", _report(metadata, models))
+        bundle.write_checksums(stage)
+        bundle.load_bundle(stage, kind="detector")
+    logger.info("detector bundle written to %s (int8 model %.2f MB)", cfg.out, len(models[INT8_NAME]) / 1e6)
+    return cfg.out
+
+
+def _report(meta: dict[str, Any], models: dict[str, bytes]) -> str:
+    v = meta["verification"]
+    lines = [
+        "# maskgate detector bundle",
+        "",
+        f"Created {meta['created']} with `{shlex.join(['maskgate', *sys.argv[1:]])}`.",
+        "",
+        "OpenCV's ResNet-10 SSD face detector, rebuilt with its published weights (raw head outputs within "
+        f"{meta['source']['rebuild_max_abs_diff']:.1e} of OpenCV's), full-integer int8: uint8 BGR pixels in, "
+        "int8 head outputs out; prior boxes, decoding and NMS on the device (`maskgate.edge.ssd`).",
+        "",
+        "| file | size |",
+        "| --- | --- |",
+        *[f"| {name} | {len(data) / 1e6:.2f} MB |" for name, data in models.items()],
+        "",
+        f"## Verification against OpenCV's float detector (score >= {v['confidence']}, IoU >= 0.5)",
+        "",
+        f"int8 boxes are looked for from {0.8 * v['confidence']:.2f} (scores move a little in int8); "
+        "the strict column counts only int8 boxes at the same score.",
+        "",
+        "| input | images | OpenCV faces | found by int8 | recall | recall, strict | score correlation "
+        "| int8-only boxes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for size, r in v.items():
+        if isinstance(r, dict):
+            corr = f"{r['score_correlation']:.4f}" if r["score_correlation"] is not None else "n/a"
+            lines.append(
+                f"| {size} | {r['images']} | {r['opencv_faces']} | {r['found']} | {r['recall']:.4f} | "
+                f"{r['recall_at_the_same_score']:.4f} | {corr} | {r['int8_only_boxes']} |"
+            )
+    timing = meta["latency_ms_on_converting_machine"]
+    if timing:
+        lines += [
+            "",
+            "## Time per frame on the converting machine (p50 ms: resize and network, no post-processing)",
+            "",
+            f"{sysinfo.cpu_model()}, {os.cpu_count()} cores, {meta['libraries']['runtime']}.",
+            "",
+            "| input, threads | ssd-int8 | ssd-opencv | tflite-float32 | int8 speed-up over OpenCV |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for key, t in timing.items():
+            f32 = f"{t['tflite-float32']['p50']:.2f}" if "tflite-float32" in t else "-"
+            lines.append(
+                f"| {key} | {t['ssd-int8']['p50']:.2f} | {t['ssd-opencv']['p50']:.2f} | {f32} | "
+                f"{t['ssd-opencv']['p50'] / t['ssd-int8']['p50']:.1f}x |"
+            )
+    return "\n".join(lines) + "\n"
