@@ -78,7 +78,7 @@ class SourceConfig(Section):
 
 class DetectorConfig(Section):
     backend: Literal["ssd-int8", "ssd-opencv"] = Field(
-        "ssd-opencv",
+        "ssd-int8",
         description="face detector: 'ssd-int8' (the SSD in int8 on LiteRT) or 'ssd-opencv' (float, cv2.dnn)",
     )
     bundle: Path | None = Field(

@@ -44,7 +44,7 @@ def test_detector_files_come_verified_from_the_fetch_step(monkeypatch):
     monkeypatch.setattr("maskgate.edge.fetch.DOWNLOAD_TIMEOUT_S", 0.5)
     monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     with pytest.raises(FetchError, match="deploy.prototxt: cannot download"):
-        make_detector(DetectorConfig())
+        make_detector(DetectorConfig(backend="ssd-opencv"))
 
 
 def test_a_corrupt_detector_file_is_refused(tmp_path):
@@ -73,7 +73,9 @@ def test_real_ssd_finds_annotated_faces(shared_models, monkeypatch, scene):
     image, truth = scene
     h, w = image.shape[:2]
     for size in [(300, 300), "frame"]:
-        dets = make_detector(DetectorConfig(input_size=size, confidence=0.3, threads=1)).detect(image)
+        dets = make_detector(
+            DetectorConfig(backend="ssd-opencv", input_size=size, confidence=0.3, threads=1)
+        ).detect(image)
         assert dets, size
         for d in dets:
             x1, y1, x2, y2 = d.box

@@ -1,0 +1,144 @@
+"""`maskgate convert detector`: the Keras rebuild against OpenCV, a small conversion, refusal, mistakes."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import SHARED, assert_one_line_error, maskgate
+from maskgate.edge.cli import main
+
+SCENES = SHARED / "data" / "scenes" / "images"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    if not (SCENES / "maksssksksss0.jpg").is_file():
+        pytest.skip(f"shared scenes not found at {SCENES}")
+    d = tmp_path_factory.mktemp("scenes")
+    for p in sorted(SCENES.glob("*.jpg"))[:24]:
+        shutil.copy(p, d / p.name)
+    return d
+
+
+@pytest.fixture
+def ssd_files(shared_models, monkeypatch):
+    monkeypatch.setenv("MASKGATE_MIRROR", str(shared_models))
+    return shared_models / "deploy.prototxt", shared_models / "res10_300x300_ssd_iter_140000.caffemodel"
+
+
+def test_keras_rebuild_reproduces_opencvs_raw_outputs(ssd_files, scenes):
+    from maskgate.convert.caffe import build_keras
+    from maskgate.convert.detector import raw_difference
+    from maskgate.edge.detector import SsdOpenCvDetector
+    from maskgate.edge.imageio import read_image
+
+    model, names = build_keras(*ssd_files)
+    unfolded, _ = build_keras(*ssd_files, fold=False)
+    assert len(names) == 12 and len(model.layers) < len(unfolded.layers)  # BatchNorm/Scale folded away
+    opencv = SsdOpenCvDetector(*ssd_files, threads=1)
+    images = [read_image(p) for p in sorted(scenes.iterdir())[:2]]
+    for m in (model, unfolded):
+        assert raw_difference(m, opencv, images, names, [(300, 300), (400, 300)]) < 1e-3
+
+
+def test_a_small_conversion_gives_a_bundle_the_device_runs(ssd_files, scenes, tmp_path):
+    from maskgate.edge.bundle import load_bundle
+    from maskgate.edge.detector import SsdInt8Detector
+    from maskgate.edge.imageio import read_image
+
+    out = tmp_path / "det"
+    args = [
+        "-q",
+        "convert",
+        "detector",
+        "--out",
+        str(out),
+        "--representative",
+        str(scenes),
+        "--samples",
+        "8",
+        "--verify-images",
+        "16",
+        "--sizes",
+        "300x300",
+        "--latency-runs",
+        "2",
+        "--no-float32",
+        "--tolerance",
+        "0.8",
+    ]
+    assert main(args) == 0
+    b = load_bundle(out, kind="detector")
+    v = b.metadata["verification"]["300x300"]
+    assert v["opencv_faces"] > 0 and 0.8 <= v["recall"] <= 1.0 and v["score_correlation"] > 0.9
+    assert b.metadata["input"]["dtype"] == "uint8" and len(b.metadata["ssd"]["outputs"]) == 12
+    faces = SsdInt8Detector(b).detect(read_image(scenes / "maksssksksss0.jpg"))
+    assert faces and all(0 <= f.box[0] < f.box[2] for f in faces)
+    assert "ssd-int8" in (out / "report.md").read_text()
+
+
+def test_too_few_faces_found_refuses_and_writes_nothing(ssd_files, scenes, tmp_path, monkeypatch, capsys):
+    def poor(images, sizes, bundle, cfg, opencv):
+        return {
+            "300x300": {
+                "images": 1,
+                "opencv_faces": 10,
+                "found": 5,
+                "recall": 0.5,
+                "score_correlation": 0.5,
+                "found_within_margin": 5,
+                "recall_within_margin": 0.5,
+                "score_diff_mean": 0.2,
+                "int8_only_boxes": 0,
+            }
+        }
+
+    monkeypatch.setattr("maskgate.convert.detector.verify", poor)
+    out = tmp_path / "det"
+    args = [
+        "convert",
+        "detector",
+        "--out",
+        str(out),
+        "--representative",
+        str(scenes),
+        "--samples",
+        "8",
+        "--verify-images",
+        "10",
+        "--sizes",
+        "300x300",
+        "--latency-runs",
+        "0",
+        "--no-float32",
+    ]
+    assert main(args) == 2
+    assert "finds 50.0 % of OpenCV's faces, below --tolerance 97.0 %" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []  # no bundle, no staging folder
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--sizes", "301x300"], "--sizes: Value error, 301x300: sides must be multiples of 4"),
+        (["--sizes", "big"], "--sizes: Value error, expected sizes as WIDTHxHEIGHT"),
+        (["--representative", "no/such/dir"], "--representative no/such/dir is not a directory"),
+    ],
+)
+def test_convert_detector_mistakes_are_one_line(tmp_path, extra, message):
+    r = maskgate("convert", "detector", "--out", str(tmp_path / "d"), *extra)
+    assert_one_line_error(r, message.replace("Value error, ", ""))
+    assert not (tmp_path / "d").exists()
+
+
+def test_rows_of_the_verification_match_the_definition():
+    from maskgate.convert.detector import match_detections
+    from maskgate.edge.detector import Detection
+
+    ref = [Detection((0, 0, 10, 10), 0.9), Detection((50, 50, 60, 60), 0.6)]
+    got = [Detection((1, 1, 10, 10), 0.85), Detection((100, 100, 110, 110), 0.7)]
+    assert match_detections(ref, got) == (2, 1, [(0.9, 0.85)])
+    assert np.isclose(match_detections(ref, got, iou=0.9)[1], 0)
