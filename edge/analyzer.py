@@ -71,6 +71,7 @@ class FrameAnalyzer:
         incorrect_is_masked: bool = False,
         min_score: float = 0.0,
         min_height: int = 0,
+        classifier=None,
     ) -> None:
         self.detector = detector
         # The gate decides only on sure, near faces: the rest is dropped before it costs a crop
@@ -78,7 +79,9 @@ class FrameAnalyzer:
         self.min_score = min_score
         self.min_height = min_height
         self.bundle = bundle
-        self.classifier = bundle.classifier(num_threads=threads or os.cpu_count() or 1)
+        # Any object with predict(N x S x S x 3 uint8) -> probabilities, input_size and close() will do:
+        # the benchmark passes float and Keras classifiers this way.
+        self.classifier = classifier or bundle.classifier(num_threads=threads or os.cpu_count() or 1)
         self.classes = bundle.classes
         self.margin = margin
         self.threshold = bundle.threshold if threshold is None else threshold

@@ -64,6 +64,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, dest="json_out", help="also write the figures as JSON")
     p.set_defaults(handler=_score)
 
+    from .bench import BenchConfig
+    from .cli import add_config_command
+
+    add_config_command(
+        sub,
+        "bench",
+        BenchConfig,
+        required=(),
+        handler=_bench,
+        help="measure latency on this device: each stage, int8 against float, frames per second",
+        description="Benchmark the detector, the classifier and the whole pipeline on the same frames, "
+        "int8 against float32 and (with --keras and TensorFlow) the usual Keras model.predict path; "
+        "print a table, and write JSON (--json) and a plot (--plot) if asked.",
+    )
+
     p = sub.add_parser("outputs", help="drive the gate's GPIO outputs directly: off, or a wiring test")
     osub = p.add_subparsers(dest="outputs_command", required=True, metavar="ACTION")
     o = osub.add_parser("off", help="drive every configured output off (systemd ExecStopPost uses this)")
@@ -165,6 +180,22 @@ def _score(args: argparse.Namespace) -> int:
     print(format_report(result))
     if args.json_out:
         atomic.write_text(args.json_out, json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _bench(cfg, args: argparse.Namespace) -> int:
+    from . import atomic
+    from .bench import format_table, plot, run_bench
+
+    for path, flag in ((cfg.json_out, "--json"), (cfg.plot, "--plot")):
+        if path is not None:
+            atomic.check_creatable(path, flag)
+    result = run_bench(cfg)
+    print(format_table(result))
+    if cfg.json_out is not None:
+        atomic.write_text(cfg.json_out, json.dumps(result, indent=2) + "\n")
+    if cfg.plot is not None:
+        plot(result, cfg.plot)
     return 0
 
 
