@@ -159,10 +159,11 @@ def ssd_spec(prototxt: Path) -> SsdSpec:
         heads=heads,
         loc_heads=[one(x, "top") if x.get("top") else one(x, "name") for x in loc],
         conf_heads=[one(x, "top") if x.get("top") else one(x, "name") for x in conf],
-        nms_threshold=float(one(nms, "nms_threshold", 0.45)),
-        top_k=int(one(nms, "top_k", 400)),
-        keep_top_k=int(one(detection, "keep_top_k", 200)),
-        confidence_threshold=float(one(detection, "confidence_threshold", 0.01)),
+        # Caffe's defaults where the prototxt is silent (-1: no limit)
+        nms_threshold=float(one(nms, "nms_threshold", 0.3)),
+        top_k=int(one(nms, "top_k", -1)),
+        keep_top_k=int(one(detection, "keep_top_k", -1)),
+        confidence_threshold=float(one(detection, "confidence_threshold", 0.0)),
         prototxt_layers=layers,
     )
 
@@ -206,6 +207,17 @@ def caffe_graph(spec: SsdSpec, net) -> tuple[list[Node], list[int]]:
 
     for layer in spec.prototxt_layers:
         name, kind = one(layer, "name"), one(layer, "type")
+        missing = [b for b in layer.get("bottom", []) if b not in latest]
+        if missing and kind not in (
+            "PriorBox",
+            "DetectionOutput",
+            "Concat",
+            "Flatten",
+            "Permute",
+            "Reshape",
+            "Softmax",
+        ):
+            raise ModelFileError(f"layer {name} reads {missing[0]}, which no earlier layer writes")
         bottoms = [latest[b] for b in layer.get("bottom", []) if b in latest]
         if kind in ("PriorBox", "DetectionOutput", "Permute", "Flatten", "Concat", "Reshape", "Softmax"):
             continue  # the device's part (priors, decoding, NMS) or bookkeeping of the heads
@@ -246,7 +258,14 @@ def caffe_graph(spec: SsdSpec, net) -> tuple[list[Node], list[int]]:
         elif kind == "Eltwise":
             out = add(name, "add", bottoms)
         elif kind == "Normalize":
-            out = add(name, "l2norm", bottoms, scale=_blobs(net, name)[0].ravel())
+            p = one(layer, "norm_param", {})
+            if one(p, "across_spatial", True) or one(p, "channel_shared", True):
+                raise ModelFileError(
+                    f"normalize layer {name}: only per-position, per-channel scaling is supported"
+                )
+            out = add(
+                name, "l2norm", bottoms, scale=_blobs(net, name)[0].ravel(), eps=float(one(p, "eps", 1e-10))
+            )
         else:
             raise ModelFileError(f"layer type {kind} ({name}) is not supported")
         for top in layer.get("top", []):
@@ -258,10 +277,10 @@ def caffe_graph(spec: SsdSpec, net) -> tuple[list[Node], list[int]]:
 def simplify(nodes: list[Node], outputs: list[int]) -> list[Node]:
     """Exact rewrites that save whole passes over feature maps on the device.
 
-    An affine (BatchNorm, Scale, the mean subtraction) feeding only another
-    affine merges with it; one feeding only ... a convolution's output that
-    nothing else reads folds into that convolution's weights and bias.
-    Folded nodes become ``identity`` and are skipped when building.
+    An affine (BatchNorm, Scale, the mean subtraction) whose input nothing else
+    reads merges with it when that input is another affine, and folds into the
+    weights and bias when it is a convolution. Merged and folded nodes become
+    ``identity`` and are skipped when building.
     """
     consumers: dict[int, list[int]] = {}
     for i, n in enumerate(nodes):
@@ -364,8 +383,8 @@ def to_keras(nodes: list[Node], outputs: list[int]):
             y = keras.layers.Add(name=n.name)(x)
         elif n.op == "l2norm":
 
-            def l2norm(t, scale=p["scale"]):
-                return t * keras.ops.rsqrt(keras.ops.sum(t * t, axis=-1, keepdims=True) + 1e-10) * scale
+            def l2norm(t, scale=p["scale"], eps=p["eps"]):
+                return t * keras.ops.rsqrt(keras.ops.sum(t * t, axis=-1, keepdims=True) + eps) * scale
 
             y = keras.layers.Lambda(l2norm, name=n.name)(x[0])
         else:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from maskgate.edge.ssd import fit_size
+from maskgate.edge.ssd import check_sizes, parse_sizes
 
 
 class ConvertConfig(BaseModel):
@@ -35,18 +34,6 @@ class ConvertConfig(BaseModel):
         100, ge=0, le=10000, description="timed runs per model for the report (0 = skip)"
     )
     seed: int = Field(1337, ge=0, description="seed for drawing calibration images")
-
-
-def _sizes(value: Any) -> Any:
-    """``"300x300,640x480"`` (the command line) or ``[[300, 300], [640, 480]]``."""
-    if isinstance(value, str):
-        try:
-            return [
-                tuple(int(v) for v in part.lower().split("x")) for part in value.split(",") if part.strip()
-            ]
-        except ValueError:
-            raise ValueError(f"expected sizes as WIDTHxHEIGHT[,WIDTHxHEIGHT...], got {value!r}") from None
-    return value
 
 
 class DetectorConvertConfig(BaseModel):
@@ -77,15 +64,5 @@ class DetectorConvertConfig(BaseModel):
     latency_runs: int = Field(30, ge=0, le=10000, description="timed runs per model, size and thread count")
     seed: int = Field(1337, ge=0, description="seed for drawing calibration and verification images")
 
-    @field_validator("sizes", mode="before")
-    @classmethod
-    def _parse_sizes(cls, value: Any) -> Any:
-        return _sizes(value)
-
-    @field_validator("sizes")
-    @classmethod
-    def _multiples_of_4(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        for w, h in value:
-            if fit_size(w, h) != (w, h):
-                raise ValueError(f"{w}x{h}: sides must be multiples of 4, at least 32")
-        return value
+    _parse = field_validator("sizes", mode="before")(lambda v: parse_sizes(v))
+    _check = field_validator("sizes")(lambda v: check_sizes(v))

@@ -12,15 +12,11 @@ command refuses and writes nothing.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
 import shlex
 import sys
-import time
-import warnings
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,12 +28,13 @@ from maskgate.edge import atomic, bundle, fetch, sysinfo
 from maskgate.edge.detector import SSD_PROTOTXT, SSD_WEIGHTS, SsdInt8Detector, SsdOpenCvDetector
 from maskgate.edge.errors import DataError, MaskgateError, ModelFileError, OutputExistsError
 from maskgate.edge.imageio import IMAGE_SUFFIXES, read_image
-from maskgate.edge.litert import load_interpreter, quiet_native_stderr, runtime_name
+from maskgate.edge.litert import load_interpreter, runtime_name
+from maskgate.edge.scoring import match_scored
 from maskgate.edge.ssd import describe_preprocessing
-from maskgate.edge.timing import summarize
-from maskgate.edge.tracking import greedy_match, iou_matrix
+from maskgate.edge.timing import measure, summarize
 
 from .config import DetectorConvertConfig
+from .quantize import to_tflite
 from .run import ConversionRefused
 
 logger = logging.getLogger(__name__)
@@ -66,29 +63,6 @@ def _read(paths: list[Path]) -> list[np.ndarray]:
     return images
 
 
-def to_tflite(model, mode: str, calibration: list[np.ndarray] | None = None) -> bytes:
-    """The Keras SSD as TFLite; int8 takes uint8 BGR pixels (scale 1, zero point 0) and gives int8 heads."""
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if mode == "int8":
-
-        def batches():
-            for image in calibration:
-                yield [image[None].astype(np.float32)]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = batches
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.int8
-    chatter = io.StringIO()
-    with contextlib.redirect_stdout(chatter), quiet_native_stderr(), warnings.catch_warnings():
-        # The calibration data gives the input statistics; TF warns regardless for uint8 inputs.
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-        return converter.convert()
-
-
 def output_order(tflite: bytes, n_outputs: int) -> list[int]:
     """Position in the interpreter's output list of each Keras output (loc0, conf0, loc1, ...).
 
@@ -104,12 +78,6 @@ def output_order(tflite: bytes, n_outputs: int) -> list[int]:
         raise ModelFileError(f"the converted detector's signature lacks {e}; cannot order its heads") from e
 
 
-def match_detections(reference, candidate, iou: float = 0.5) -> tuple[int, int, list[tuple[float, float]]]:
-    """(reference boxes, found ones, (reference score, candidate score) of each match)."""
-    pairs = greedy_match(iou_matrix([d.box for d in reference], [d.box for d in candidate]), iou)
-    return len(reference), len(pairs), [(reference[r].score, candidate[c].score) for r, c in pairs]
-
-
 def verify(
     images: list[np.ndarray],
     sizes: list[tuple[int, int]],
@@ -122,6 +90,7 @@ def verify(
     for w, h in sizes:
         opencv.input_size = (w, h)
         opencv.confidence = cfg.verify_confidence
+        opencv.min_face_px = 1  # both detectors keep every size, so neither counts boxes the other drops
         # int8 boxes are looked for a little below the threshold: a face at 0.51 float and 0.49 int8 is
         # the same face found, and the score correlation reports how far the scores move.
         int8 = SsdInt8Detector(
@@ -134,10 +103,11 @@ def verify(
         total = found = strict = extra = 0
         scores: list[tuple[float, float]] = []
         for image in images:
-            ref, got = opencv.detect(image), int8.detect(image)
-            n, k, pairs = match_detections(ref, got)
-            sure = [d for d in got if d.score >= cfg.verify_confidence]
-            _, k_strict, _ = match_detections(ref, sure)
+            ref = [(d.box, d.score) for d in opencv.detect(image)]
+            got = [(d.box, d.score) for d in int8.detect(image)]
+            n, k, pairs = match_scored(ref, got)
+            sure = [d for d in got if d[1] >= cfg.verify_confidence]
+            _, k_strict, _ = match_scored(ref, sure)
             total, found, strict, scores = total + n, found + k, strict + k_strict, scores + pairs
             extra += len(sure) - k_strict
         a = np.asarray(scores) if scores else np.zeros((0, 2))
@@ -178,41 +148,40 @@ def raw_difference(
 
 
 def latency(
-    tflite: bytes,
+    tflite: bytes | None,
     image: np.ndarray,
     size: tuple[int, int],
     threads: int,
     runs: int,
     opencv: SsdOpenCvDetector | None = None,
+    heads: list[str] | None = None,
 ) -> dict[str, float]:
-    """Network time per frame (no post-processing), after warm-up: a benchmark, not a test."""
+    """Resize and network time per frame, no post-processing, after warm-up: a benchmark, not a test.
+
+    OpenCV's run stops at the prediction heads (``heads``), as the TFLite models do; both resize
+    the frame (``blobFromImage`` / ``cv2.resize``) with the same OpenCV thread count.
+    """
     import cv2
 
+    cv2.setNumThreads(threads)
     if opencv is not None:
-        cv2.setNumThreads(threads)
         opencv.input_size = size
 
-        def run():
-            opencv.raw(image)
+        def run(_):
+            opencv.raw(image, outputs=heads)
     else:
         it = load_interpreter(tflite, num_threads=threads)
         d = it.get_input_details()[0]
         it.resize_tensor_input(d["index"], [1, size[1], size[0], 3])
         it.allocate_tensors()
 
-        def run():  # the resize is timed too, as blobFromImage's is for OpenCV
+        def run(_):
             x = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)[None].astype(d["dtype"], copy=False)
             it.set_tensor(d["index"], x)
             it.invoke()
 
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t) * 1000)
-    return summarize(times)
+    wall, _ = measure(run, range(runs), warmup=3)
+    return summarize(wall)
 
 
 def convert_detector(cfg: DetectorConvertConfig) -> Path:
@@ -260,7 +229,7 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
         folder,
         ", ".join(f"{w}x{h}" for w, h in cfg.sizes),
     )
-    models = {INT8_NAME: to_tflite(model, "int8", calibration)}
+    models = {INT8_NAME: to_tflite(model, "int8", calibration, output_type="int8")}
     if cfg.float32:
         models[FLOAT_NAME] = to_tflite(model, "float32")
     outputs = output_order(models[INT8_NAME], len(names))
@@ -309,7 +278,13 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
 
         logger.info("verifying on %d held-out images against OpenCV's float detector", len(verify_images))
         verification = verify(verify_images, cfg.sizes, staged, cfg, opencv)
-        worst = min((v["recall"] for v in verification.values() if v["recall"] is not None), default=None)
+        empty = [size for size, v in verification.items() if v["recall"] is None]
+        if empty:
+            raise ConversionRefused(
+                f"OpenCV's detector found no face from score {cfg.verify_confidence} at {', '.join(empty)} "
+                "in the verification images; nothing to verify against"
+            )
+        worst = min(v["recall"] for v in verification.values())
         for size, v in verification.items():
             logger.info(
                 "%s: int8 finds %d of OpenCV's %d faces (recall %.4f), score correlation %s",
@@ -336,7 +311,9 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
                     key = f"{size[0]}x{size[1]} @ {threads} thread(s)"
                     timing[key] = {
                         "ssd-int8": latency(models[INT8_NAME], image, size, threads, cfg.latency_runs),
-                        "ssd-opencv": latency(b"", image, size, threads, cfg.latency_runs, opencv=opencv),
+                        "ssd-opencv": latency(
+                            None, image, size, threads, cfg.latency_runs, opencv=opencv, heads=names
+                        ),
                     }
                     if FLOAT_NAME in models:
                         timing[key]["tflite-float32"] = latency(

@@ -12,17 +12,25 @@ integer; dequantising two or three numbers per face is free.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
+from maskgate.edge.litert import quiet_native_stderr
+
 MODES = ("int8", "float32", "float16", "dynamic_range")
 
 
-def to_tflite(model, mode: str, representative: np.ndarray | None = None) -> bytes:
-    """Convert ``model``; ``representative`` (N x S x S x 3, 0..255) is required for int8."""
+def to_tflite(model, mode: str, representative=None, *, output_type: str = "uint8") -> bytes:
+    """Convert ``model``; int8 needs ``representative`` images (0..255, any sizes the model takes).
+
+    The int8 model takes uint8 pixels; its outputs are ``output_type``: uint8 suits the
+    classifier's probabilities, int8 the detector's signed box offsets and logits.
+    """
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if mode == "int8":
         if representative is None or not len(representative):
@@ -36,7 +44,7 @@ def to_tflite(model, mode: str, representative: np.ndarray | None = None) -> byt
         converter.representative_dataset = batches
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
+        converter.inference_output_type = {"uint8": tf.uint8, "int8": tf.int8}[output_type]
     elif mode == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -44,7 +52,8 @@ def to_tflite(model, mode: str, representative: np.ndarray | None = None) -> byt
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode != "float32":
         raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
-    with warnings.catch_warnings():
-        # The calibration data gives the input statistics; TF warns regardless for uint8 inputs.
+    # The converter prints Keras's export summary to stdout and its own notes to stderr; neither is
+    # for users. The calibration data gives the input statistics; TF warns regardless for uint8 inputs.
+    with contextlib.redirect_stdout(io.StringIO()), quiet_native_stderr(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         return converter.convert()

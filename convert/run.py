@@ -10,14 +10,11 @@ complete.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
 import shlex
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,8 +25,8 @@ from maskgate.edge import atomic, bundle, preprocess, sysinfo
 from maskgate.edge.classifier import TFLiteClassifier
 from maskgate.edge.errors import DataError, MaskgateError, OutputExistsError
 from maskgate.edge.imageio import read_image
-from maskgate.edge.litert import quiet_native_stderr, runtime_name
-from maskgate.edge.timing import summarize
+from maskgate.edge.litert import runtime_name
+from maskgate.edge.timing import measure, summarize
 from maskgate.train.dataset import Sample, load_example, scan_folder
 from maskgate.train.evaluate import load_keras_model, predict_tflite, resolve_model, run_split_samples
 from maskgate.train.metrics import FROM_VALIDATION, choose_masked_threshold, classification_metrics
@@ -87,15 +84,8 @@ def _predict(clf: TFLiteClassifier, images: np.ndarray, batch: int = 32) -> np.n
 def latency_ms(model: bytes, face: np.ndarray, *, threads: int, runs: int) -> dict[str, float]:
     """Per-face latency of one invocation on one face, after warm-up: a benchmark, not a test."""
     clf = TFLiteClassifier(model, num_threads=threads)
-    batch = face[None]
-    for _ in range(10):
-        clf.predict(batch)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        clf.predict(batch)
-        times.append((time.perf_counter() - t) * 1000)
-    return summarize(times)
+    wall, _ = measure(clf.predict, [face[None]] * runs, warmup=10)
+    return summarize(wall)
 
 
 def _compare(
@@ -149,19 +139,14 @@ def convert(cfg: ConvertConfig) -> Path:
 
     from .quantize import to_tflite
 
-    # The converter prints Keras's export summary to stdout and its own notes to stderr; neither is for users.
-    chatter = io.StringIO()
-    with contextlib.redirect_stdout(chatter), quiet_native_stderr():
-        models = {INT8_NAME: to_tflite(model, "int8", calibration.astype(np.float32))}
-        extra_modes = [
-            ("float32", cfg.float32),
-            ("float16", cfg.float16),
-            ("dynamic_range", cfg.dynamic_range),
-        ]
-        for mode, wanted in extra_modes:
-            if wanted:
-                models[f"model_{mode}.tflite"] = to_tflite(model, mode)
-    logger.debug("%s", chatter.getvalue())
+    models = {INT8_NAME: to_tflite(model, "int8", calibration.astype(np.float32))}
+    for mode, wanted in [
+        ("float32", cfg.float32),
+        ("float16", cfg.float16),
+        ("dynamic_range", cfg.dynamic_range),
+    ]:
+        if wanted:
+            models[f"model_{mode}.tflite"] = to_tflite(model, mode)
 
     int8 = TFLiteClassifier(models[INT8_NAME], num_threads=os.cpu_count() or 1)
     int8_threshold = threshold
@@ -257,7 +242,7 @@ def convert(cfg: ConvertConfig) -> Path:
         atomic.write_text(stage / bundle.METADATA, json.dumps(metadata, indent=2) + "\n")
         atomic.write_text(stage / "report.md", _report(metadata, models))
         bundle.write_checksums(stage)
-        bundle.load_bundle(stage)  # what we ship must pass the device's own check
+        bundle.load_bundle(stage, kind="classifier")  # what we ship must pass the device's own check
     logger.info("bundle written to %s (int8 model %.2f MB)", cfg.out, len(models[INT8_NAME]) / 1e6)
     return cfg.out
 

@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
-from . import sysinfo
+from . import sysinfo, timing
 from .analyzer import FrameAnalyzer
 from .bundle import default_bundle_path, load_bundle
 from .config import GateConfig, SourceConfig
@@ -40,10 +40,11 @@ from .detector import FaceDetector, make_detector
 from .errors import ConfigError, DataError
 from .litert import runtime_name
 from .preprocess import crop, expand_box, prepare_face
-from .scoring import Prediction, match_image
+from .scoring import Prediction, match_image, match_scored
 from .sources import open_source
+from .ssd import check_sizes, parse_sizes
 from .timing import summarize
-from .tracking import Observation, Tracker, greedy_match, iou_matrix
+from .tracking import Observation, Tracker
 from .voc import annotation_files, parse_voc
 
 logger = logging.getLogger(__name__)
@@ -57,15 +58,12 @@ def _int_list(value: Any) -> Any:
     return [int(v) for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
-def _size_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return [tuple(int(v) for v in part.lower().split("x")) for part in value.split(",") if part.strip()]
-    return value
-
-
 class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    config: Path | None = Field(
+        None, description="gate configuration whose detector and decision settings to use"
+    )
     source: str = Field(
         "picamera", description="image file, folder or glob; a video; a camera index; a URL; 'picamera'"
     )
@@ -114,13 +112,8 @@ class BenchConfig(BaseModel):
             raise ValueError("thread counts must be 1 to 64")
         return value
 
-    @field_validator("sizes", mode="before")
-    @classmethod
-    def _sizes(cls, value: Any) -> Any:
-        try:
-            return _size_list(value)
-        except ValueError:
-            raise ValueError(f"expected sizes such as 300x300,640x480, got {value!r}") from None
+    _parse_sizes = field_validator("sizes", mode="before")(lambda v: parse_sizes(v))
+    _check_sizes = field_validator("sizes")(lambda v: check_sizes(v))
 
 
 @dataclass
@@ -181,34 +174,29 @@ def read_frames(cfg: BenchConfig) -> tuple[list[np.ndarray], list[str | None], S
 
 
 def measure(fn: Callable[[Any], Any], items: Sequence[Any], cfg: BenchConfig, desc: str) -> Series:
-    """Time ``fn`` on each item after ``cfg.warmup`` untimed calls, within ``cfg.duration``."""
-    for item in list(items[: cfg.warmup]):
-        fn(item)
-    series = Series()
-    deadline = time.monotonic() + cfg.duration if cfg.duration else None
-    for item in tqdm(items, desc=desc, unit="item", leave=False, disable=None):
-        with Clock() as c:
-            fn(item)
-        series.ms.append(c.ms)
-        series.cpu_ms.append(c.cpu_ms)
-        if deadline is not None and time.monotonic() > deadline:
-            break
-    return series
+    """``timing.measure`` with the run's warm-up, duration and a progress bar."""
+    bar = tqdm(items, desc=desc, unit="item", leave=False, disable=None)
+    wall, cpu = timing.measure(fn, bar, warmup=cfg.warmup, duration=cfg.duration)
+    return Series(ms=wall, cpu_ms=cpu)
 
 
-def face_crops(
-    frames: list[np.ndarray], detector: FaceDetector, size: int, margin: float
-) -> list[np.ndarray]:
-    """Classifier inputs from the faces the detector finds (centre crops where it finds none)."""
-    crops = []
+def face_boxes(frames: list[np.ndarray], detector: FaceDetector, margin: float) -> list[list[tuple]]:
+    """Per frame, the grown boxes of the faces the detector finds, or a centre crop where it finds none,
+    so every frame gives the classifier work of a realistic size."""
+    out = []
     for image in frames:
         h, w = image.shape[:2]
-        boxes = [d.box for d in detector.detect(image)] or [(w // 4, h // 4, 3 * w // 4, 3 * h // 4)]
-        for box in boxes:
-            grown = expand_box(box, margin, w, h)
-            if grown is not None:
-                crops.append(prepare_face(crop(image, grown), size))
-    return crops
+        boxes = [expand_box(d.box, margin, w, h) for d in detector.detect(image)]
+        out.append([b for b in boxes if b is not None] or [(w // 4, h // 4, 3 * w // 4, 3 * h // 4)])
+    return out
+
+
+def face_crops(frames: list[np.ndarray], boxes: list[list[tuple]], size: int) -> list[np.ndarray]:
+    """Per frame, its faces as one N x size x size x 3 batch."""
+    return [
+        np.stack([prepare_face(crop(image, b), size) for b in bs])
+        for image, bs in zip(frames, boxes, strict=True)
+    ]
 
 
 @dataclass
@@ -244,7 +232,13 @@ def build_variants(
     def variant(name: str, note: str, detector_cfg, classifier_factory) -> Variant:
         with Clock() as c:
             analyzer = FrameAnalyzer(
-                make_detector(detector_cfg), bundle, margin=margin, classifier=classifier_factory()
+                make_detector(detector_cfg),
+                bundle,
+                margin=margin,
+                classifier=classifier_factory(),
+                # as ``maskgate run`` does: faint and distant faces are not classified
+                min_score=gate_cfg.decision.min_detection_score,
+                min_height=gate_cfg.decision.min_face_px,
             )
         return Variant(name, analyzer, c.ms / 1000, note)
 
@@ -272,18 +266,20 @@ def build_variants(
     if cfg.keras is None:
         skipped["keras"] = "no --keras model given"
     else:
-        factory = keras_plugin()
+        with Clock() as c:  # importing TensorFlow is part of what this variant costs to start
+            factory = keras_plugin()
         if isinstance(factory, str):
             skipped["keras"] = factory
         else:
-            variants.append(
-                variant(
-                    "keras",
-                    "ssd-opencv 300x300 + Keras model.predict per frame",
-                    opencv_cfg.model_copy(update={"input_size": (300, 300)}),
-                    lambda: factory(cfg.keras),
-                )
+            keras = variant(
+                "keras",
+                "ssd-opencv 300x300 + Keras model.predict per frame",
+                opencv_cfg.model_copy(update={"input_size": (300, 300)}),
+                lambda: factory(cfg.keras, threads=threads),
             )
+            keras.load_s += c.ms / 1000
+            keras.note += f" (TensorFlow threads: {keras.analyzer.classifier.threads})"
+            variants.append(keras)
     return variants, skipped
 
 
@@ -327,22 +323,17 @@ def pipeline(
     return {"capture": capture.stats()} | {k: v.stats() for k, v in series.items()}
 
 
-def classifier_profile(
-    variant: Variant, crops: list[np.ndarray], frames_faces: list[int], cfg: BenchConfig
-) -> dict[str, Any]:
+def classifier_profile(variant: Variant, batches: list[np.ndarray], cfg: BenchConfig) -> dict[str, Any]:
+    """One face per invocation, and each frame's faces in one invocation (reported per face)."""
     predict = variant.analyzer.classifier.predict
-    one = measure(lambda f: predict(f[None]), crops, cfg, f"classifier {variant.name}")
-    batches, start = [], 0
-    for n in frames_faces:
-        if n:
-            batches.append(np.stack(crops[start : start + n]))
-        start += n
+    faces = [face[None] for batch in batches for face in batch]
+    one = measure(predict, faces, cfg, f"classifier {variant.name}")
     batched = measure(predict, batches, cfg, f"classifier {variant.name} batched")
-    per_face = Series(ms=[ms / len(b) for ms, b in zip(batched.ms, batches)])  # noqa: B905
+    per_face = Series(ms=[ms / len(b) for ms, b in zip(batched.ms, batches, strict=False)])
     return {
         "per_face": one.stats(),
         "batched_per_face": per_face.stats(),
-        "batch_faces_mean": float(np.mean([len(b) for b in batches])) if batches else 0.0,
+        "batch_faces_mean": float(np.mean([len(b) for b in batches])),
     }
 
 
@@ -373,10 +364,13 @@ def detector_profile(
             series, faces = Series(), []
             for image in frames[: cfg.warmup]:
                 analyzer.detector.detect(image)
+            deadline = time.monotonic() + cfg.duration if cfg.duration else None
             for image in tqdm(frames, desc=key, unit="frame", leave=False, disable=None):
                 analysis = analyzer.analyze(image)
                 series.ms.append(analysis.timings.detect)
                 faces.append(analysis.faces)
+                if deadline is not None and time.monotonic() > deadline:
+                    break
             out[key] = series.stats()
             found[key] = faces
             if truth is not None:
@@ -384,7 +378,8 @@ def detector_profile(
         analyzer.close()
     for w, h in cfg.sizes:
         int8, float_ = found[f"ssd-int8@{w}x{h}"], found[f"ssd-opencv@{w}x{h}"]
-        out[f"ssd-int8@{w}x{h}"]["vs_opencv"] = agreement(float_, int8, min_score=0.5)
+        n = min(len(int8), len(float_))  # under --duration the two may have seen different numbers of frames
+        out[f"ssd-int8@{w}x{h}"]["vs_opencv"] = agreement(float_[:n], int8[:n], min_score=0.5)
     return out
 
 
@@ -393,11 +388,11 @@ def agreement(reference: list[list], candidate: list[list], *, min_score: float)
     total = hit = 0
     pairs: list[tuple[float, float]] = []
     for ref, got in zip(reference, candidate, strict=True):
-        ref = [f for f in ref if f.detection_score >= min_score]
-        got = [f for f in got if f.detection_score >= min_score]
-        matches = greedy_match(iou_matrix([f.box for f in ref], [f.box for f in got]), 0.5)
-        total, hit = total + len(ref), hit + len(matches)
-        pairs += [(ref[r].detection_score, got[c].detection_score) for r, c in matches]
+        n, k, p = match_scored(
+            [(f.box, f.detection_score) for f in ref if f.detection_score >= min_score],
+            [(f.box, f.detection_score) for f in got if f.detection_score >= min_score],
+        )
+        total, hit, pairs = total + n, hit + k, pairs + p
     a = np.asarray(pairs) if pairs else np.zeros((0, 2))
     return {
         "reference_faces": total,
@@ -417,7 +412,7 @@ def scenes_metric(truth: dict[str, list], names: list[str | None], faces: list[l
 
     total: Counter = Counter()
     seen = set()
-    for name, frame_faces in zip(names, faces, strict=True):
+    for name, frame_faces in zip(names, faces, strict=False):  # under --duration, faces may be fewer
         if name in truth and name not in seen:  # a looping source repeats frames: count each image once
             seen.add(name)
             total += match_image(
@@ -433,7 +428,9 @@ def scenes_metric(truth: dict[str, list], names: list[str | None], faces: list[l
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
-    gate_cfg = GateConfig()
+    from .config import load
+
+    gate_cfg, _ = load(cfg.config, system_default=False)  # the device's detector and decision settings
     frames, names, capture = read_frames(cfg)
     result: dict[str, Any] = {
         "schema": SCHEMA,
@@ -449,18 +446,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         cv2.setNumThreads(threads)
         variants, skipped = build_variants(cfg, threads, gate_cfg)
         run: dict[str, Any] = {"threads": threads, "variants": {}, "skipped": skipped}
-        int8 = variants[0].analyzer
-        counts = [len(int8.detector.detect(f)) for f in frames]
+        # every classifier sees the same faces: those the int8 detector finds
+        boxes = face_boxes(frames, variants[0].analyzer.detector, gate_cfg.detector.margin)
         for v in variants:
-            # every classifier sees the same faces: those the int8 detector finds
-            v_crops = face_crops(
-                frames, int8.detector, v.analyzer.classifier.input_size, gate_cfg.detector.margin
-            )
+            batches = face_crops(frames, boxes, v.analyzer.classifier.input_size)
             run["variants"][v.name] = {
                 "what": v.note,
                 "load_s": round(v.load_s, 3),
                 "pipeline": pipeline(v, frames, capture, cfg, gate_cfg),
-                "classifier": classifier_profile(v, v_crops, counts, cfg),
+                "classifier": classifier_profile(v, batches, cfg),
             }
         for v in variants:
             v.analyzer.close()
@@ -481,6 +475,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "peak_rss_mb": round(rss_mb(), 1),
     }
     result["ratios"] = ratios(headline)
+    if cfg.duration:
+        result["notes"] = ["--duration ends each measurement on time, so variants may cover different frames"]
     return result
 
 
@@ -502,6 +498,12 @@ def ratios(run: dict[str, Any]) -> dict[str, float]:
             size = key.split("@")[1]
             out[f"detector_{size}_opencv_over_int8"] = d[f"ssd-opencv@{size}"]["mean"] / d[key]["mean"]
     return out
+
+
+def _num(stats: dict[str, Any] | None, key: str, width: int, digits: int = 2) -> str:
+    """A right-aligned figure, or n/a where a measurement had nothing to measure."""
+    value = (stats or {}).get(key)
+    return f"{value:{width}.{digits}f}" if value is not None else f"{'n/a':>{width}s}"
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -526,20 +528,25 @@ def format_table(result: dict[str, Any]) -> str:
             p = v["pipeline"]
             lines.append(
                 f"{name + ' p50':34s}"
-                + "".join(f"{p[s]['p50']:11.2f}" for s in STAGES)
-                + f"{p['total']['fps']:8.1f}"
+                + "".join(_num(p[s], "p50", 11) for s in STAGES)
+                + _num(p["total"], "fps", 8, 1)
             )
-            lines.append(f"{name + ' p95':34s}" + "".join(f"{p[s]['p95']:11.2f}" for s in STAGES))
+            lines.append(f"{name + ' p95':34s}" + "".join(_num(p[s], "p95", 11) for s in STAGES))
         lines += ["", f"{'variant':34s}{'load s':>10s}{'CPU ms/frame':>14s}{'faces/frame':>13s}  what"]
         for name, v in run["variants"].items():
             t = v["pipeline"]["total"]
             lines.append(
-                f"{name:34s}{v['load_s']:10.2f}{t['cpu_ms']:14.2f}{t['faces_per_frame']:13.2f}  {v['what']}"
+                f"{name:34s}{v['load_s']:10.2f}"
+                + _num(t, "cpu_ms", 14)
+                + _num(t, "faces_per_frame", 13)
+                + f"  {v['what']}"
             )
         lines += ["", f"{'classifier (ms per face)':34s}{'one face p50':>14s}{'batched p50':>14s}"]
         for name, v in run["variants"].items():
             c = v["classifier"]
-            lines.append(f"{name:34s}{c['per_face']['p50']:14.2f}{c['batched_per_face']['p50']:14.2f}")
+            lines.append(
+                f"{name:34s}" + _num(c["per_face"], "p50", 14) + _num(c["batched_per_face"], "p50", 14)
+            )
         lines += [
             "",
             f"{'detector (ms per frame)':34s}{'p50':>10s}{'p95':>10s}{'vs opencv':>11s}{'scenes e2e':>12s}",
@@ -548,7 +555,9 @@ def format_table(result: dict[str, Any]) -> str:
             vs = d.get("vs_opencv", {}).get("recall")
             e2e = d.get("scenes", {}).get("end_to_end_accuracy")
             lines.append(
-                f"{name:34s}{d['p50']:10.2f}{d['p95']:10.2f}"
+                f"{name:34s}"
+                + _num(d, "p50", 10)
+                + _num(d, "p95", 10)
                 + (f"{vs:11.4f}" if vs is not None else f"{'':11s}")
                 + (f"{e2e:12.4f}" if e2e is not None else "")
             )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .litert import load_interpreter
+from .litert import dequantize, load_interpreter
 
 
 class TFLiteClassifier:
@@ -48,12 +48,6 @@ class TFLiteClassifier:
         q = np.round(faces.astype(np.float32) / scale + zero)
         return np.clip(q, info.min, info.max).astype(self.input_dtype)
 
-    def _dequantize(self, out: np.ndarray) -> np.ndarray:
-        if out.dtype == np.float32:
-            return out
-        scale, zero = self._output["quantization"]
-        return (out.astype(np.float32) - zero) * np.float32(scale)
-
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """``faces``: N x S x S x 3 uint8 RGB; returns N x classes float32 probabilities.
 
@@ -68,7 +62,7 @@ class TFLiteClassifier:
         self._resize(len(faces))
         self._interpreter.set_tensor(self._input["index"], self._quantize(faces))
         self._interpreter.invoke()
-        return self._dequantize(self._interpreter.get_tensor(self._output["index"]))
+        return dequantize(self._interpreter.get_tensor(self._output["index"]), self._output)
 
     def close(self) -> None:
         self._interpreter = None

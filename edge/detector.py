@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import DetectorConfig
 from .errors import ModelFileError, brief
+from .litert import dequantize, load_interpreter
 from .preprocess import Box
 from .ssd import MEAN_BGR as SSD_MEAN_BGR
 from .ssd import DetectionOutput, Head, fit_size
@@ -143,41 +144,63 @@ class SsdInt8Detector(FaceDetector):
         min_face_px: int = 16,
         threads: int = 0,
     ) -> None:
-        from .litert import load_interpreter
-
         self.bundle = bundle
         self._interpreter = load_interpreter(bundle.model_path, num_threads=threads or os.cpu_count() or 1)
         meta = bundle.metadata["ssd"]
-        # Boxes below the reporting confidence can never suppress one above it, so NMS starts there:
-        # the same boxes as OpenCV's DetectionOutput above ``confidence``, in a fraction of the time.
         self._post = DetectionOutput(
             [Head.from_dict(h) for h in meta["heads"]],
             meta["nms_threshold"],
             meta["top_k"],
             meta["keep_top_k"],
-            max(meta["confidence_threshold"], confidence),
+            meta["confidence_threshold"],
         )
+        self._floor = float(meta["confidence_threshold"])
         self._order = list(meta["outputs"])  # interpreter output index of loc0, conf0, loc1, conf1, ...
         if len(self._order) != 2 * len(meta["heads"]):
             raise ModelFileError(
                 f"bundle {bundle.path}: {len(self._order)} outputs for {len(meta['heads'])} heads"
             )
         self._input = self._interpreter.get_input_details()[0]
-        if np.dtype(self._input["dtype"]) != np.uint8:
+        scale, zero = self._input["quantization"]
+        if np.dtype(self._input["dtype"]) != np.uint8 or abs(scale - 1.0) > 1e-4 or zero != 0:
+            # frames go in as they are; a model that expects them rescaled would see wrong pixels
             raise ModelFileError(
-                f"bundle {bundle.path}: the detector takes {self._input['dtype']}, not uint8 pixels"
+                f"bundle {bundle.path}: the detector takes {np.dtype(self._input['dtype'])} input with scale "
+                f"{scale:g}, zero point {zero}; maskgate feeds uint8 pixels (scale 1, zero point 0)"
             )
         self._size: tuple[int, int] | None = None
         self.input_size = input_size
         self.confidence = confidence
         self.min_face_px = min_face_px
+        if (
+            input_size != "frame"
+        ):  # a fixed size is planned now, so a runtime that cannot is found at start-up
+            self._resize(fit_size(*input_size))
+
+    @property
+    def confidence(self) -> float:
+        return self._confidence
+
+    @confidence.setter
+    def confidence(self, value: float) -> None:
+        # Boxes below the reporting confidence can never suppress one above it, so NMS starts there:
+        # the same boxes as OpenCV's DetectionOutput above ``confidence``, in a fraction of the time.
+        self._confidence = value
+        self._post.confidence_threshold = max(self._floor, value)
 
     def _resize(self, size: tuple[int, int]) -> None:
-        if size != self._size:
+        if size == self._size:
+            return
+        try:
             self._interpreter.resize_tensor_input(self._input["index"], [1, size[1], size[0], 3])
             self._interpreter.allocate_tensors()
-            self._outputs = self._interpreter.get_output_details()
-            self._size = size
+        except (RuntimeError, ValueError) as e:
+            raise ModelFileError(
+                f"detector {self.bundle.path.name}: this LiteRT runtime cannot run it at "
+                f"{size[0]}x{size[1]} ({brief(e)})"
+            ) from e
+        self._outputs = self._interpreter.get_output_details()
+        self._size = size
 
     def raw(self, image: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], tuple[int, int]]:
         """Dequantised head outputs (locations, logits) and the input size they were computed at."""
@@ -189,12 +212,10 @@ class SsdInt8Detector(FaceDetector):
         x = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR) if (w, h) != size else image
         self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(x)[None])
         self._interpreter.invoke()
-        heads = []
-        for idx in self._order:
-            d = self._outputs[idx]
-            out = self._interpreter.get_tensor(d["index"])
-            scale, zero = d["quantization"]
-            heads.append((out.astype(np.float32) - zero) * np.float32(scale) if scale else out)
+        heads = [
+            dequantize(self._interpreter.get_tensor(self._outputs[i]["index"]), self._outputs[i])
+            for i in self._order
+        ]
         return heads[0::2], heads[1::2], size
 
     def detect(self, image: np.ndarray) -> list[Detection]:

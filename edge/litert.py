@@ -69,3 +69,13 @@ def load_interpreter(model: Path | bytes, *, num_threads: int = 1):
         name = "model" if isinstance(model, bytes) else str(model)
         raise ModelFileError(f"{name} is not a loadable TFLite model ({str(e).splitlines()[0][:160]})") from e
     return it
+
+
+def dequantize(values, details: dict):
+    """An output tensor in real numbers, from the scale and zero point the model declares."""
+    import numpy as np
+
+    scale, zero = details["quantization"]
+    if values.dtype == np.float32 or not scale:
+        return values
+    return (values.astype(np.float32) - zero) * np.float32(scale)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,14 @@ logger = logging.getLogger(__name__)
 class Prediction:
     box: Box
     label: str
+
+
+def match_scored(
+    reference: Sequence[tuple[Box, float]], candidate: Sequence[tuple[Box, float]], iou: float = 0.5
+) -> tuple[int, int, list[tuple[float, float]]]:
+    """One detector's boxes against another's: (reference boxes, found, (reference, candidate) scores)."""
+    pairs = greedy_match(iou_matrix([b for b, _ in reference], [b for b, _ in candidate]), iou)
+    return len(reference), len(pairs), [(reference[r][1], candidate[c][1]) for r, c in pairs]
 
 
 def match_image(

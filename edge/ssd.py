@@ -11,6 +11,7 @@ priors are computed once per input size and cached.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,24 @@ def describe_preprocessing() -> dict[str, Any]:
         "mean_inside_model": list(MEAN_BGR),
         "size_multiple": SIZE_MULTIPLE,
     }
+
+
+def parse_sizes(value: Any) -> Any:
+    """``"300x300,640x480"`` (a command line) as [(300, 300), (640, 480)]; other values pass through."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return [tuple(int(v) for v in part.lower().split("x")) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"expected sizes as WIDTHxHEIGHT[,WIDTHxHEIGHT...], got {value!r}") from None
+
+
+def check_sizes(sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sizes the int8 detector takes as they are: no silent rounding between two backends' figures."""
+    for w, h in sizes:
+        if fit_size(w, h) != (w, h):
+            raise ValueError(f"{w}x{h}: sides must be multiples of {SIZE_MULTIPLE}, at least 32")
+    return sizes
 
 
 def fit_size(width: int, height: int) -> tuple[int, int]:
@@ -157,15 +176,21 @@ class DetectionOutput:
     keep_top_k: int = 200
     confidence_threshold: float = 0.01
 
+    PRIOR_CACHE = 4  # input sizes whose priors are kept: "frame" over photos of many sizes must not grow
+
     def __post_init__(self) -> None:
-        self._priors: dict[tuple, np.ndarray] = {}
+        self._priors: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
     def priors(self, shapes: Sequence[tuple[int, int]], width: int, height: int) -> np.ndarray:
         key = (tuple(shapes), width, height)
-        if key not in self._priors:
+        if key in self._priors:
+            self._priors.move_to_end(key)
+        else:
             self._priors[key] = np.concatenate(
                 [h.priors(fh, fw, width, height) for h, (fh, fw) in zip(self.heads, shapes, strict=True)]
             )
+            while len(self._priors) > self.PRIOR_CACHE:
+                self._priors.popitem(last=False)
         return self._priors[key]
 
     def __call__(
@@ -180,5 +205,8 @@ class DetectionOutput:
             return np.zeros((0, 5))
         boxes = decode(loc[candidates], self.priors(shapes, width, height)[candidates])
         scores = conf[candidates]
-        keep = nms(boxes, scores, self.nms_threshold, self.top_k)[: self.keep_top_k]
+        # Caffe: top_k and keep_top_k of -1 (or 0) mean no limit
+        top_k = self.top_k if self.top_k > 0 else len(scores)
+        keep = nms(boxes, scores, self.nms_threshold, top_k)
+        keep = keep[: self.keep_top_k] if self.keep_top_k > 0 else keep
         return np.concatenate([scores[keep, None], boxes[keep]], axis=1)

@@ -46,8 +46,10 @@ def test_options_are_validated():
     assert BenchConfig(threads="1,2,4", sizes="300x300,640x480").threads == [1, 2, 4]
     with pytest.raises(ValueError, match="thread counts must be 1 to 64"):
         BenchConfig(threads="0")
-    with pytest.raises(ValueError, match="expected sizes such as"):
+    with pytest.raises(ValueError, match="expected sizes as WIDTHxHEIGHT"):
         BenchConfig(sizes="big")
+    with pytest.raises(ValueError, match="301x300: sides must be multiples of 4"):
+        BenchConfig(sizes="301x300")  # never compare int8 at 300 with OpenCV at 301 under one name
 
 
 def test_without_tensorflow_the_keras_variant_is_skipped_with_the_reason(monkeypatch):
@@ -104,7 +106,10 @@ def test_a_short_run_writes_the_stable_json_schema(frames_dir, tmp_path, shared_
     doc = json.loads(out.read_text())
     assert doc["schema"] == SCHEMA and doc["frames"] == 6 and doc["threads"] == 1
     assert doc["p50_ms"] > 0 and doc["p95_ms"] >= doc["p50_ms"] and doc["fps"] > 0
-    assert set(doc["stages"]) == set(STAGES) and doc["stages"]["total"]["p50"] == doc["p50_ms"]
+    assert set(doc["stages"]) == set(STAGES)
+    assert doc["stages"]["total"]["p50"] >= doc["stages"]["detect"]["p50"] > 0
+    # generated faces are no faces to the SSD: the classifier is still measured, on centre crops
+    assert doc["variants"]["int8"]["classifier"]["per_face"]["n"] >= 6
     assert set(doc["variants"]) == {"int8"}  # the shipped bundle has no float model, and no TensorFlow here
     assert doc["skipped"]["keras"].startswith("TensorFlow is not installed")
     assert "float32 model" in doc["skipped"]["float32"]

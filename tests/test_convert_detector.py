@@ -46,7 +46,7 @@ def test_keras_rebuild_reproduces_opencvs_raw_outputs(ssd_files, scenes):
 
 def test_a_small_conversion_gives_a_bundle_the_device_runs(ssd_files, scenes, tmp_path):
     from maskgate.edge.bundle import load_bundle
-    from maskgate.edge.detector import SsdInt8Detector
+    from maskgate.edge.detector import SsdInt8Detector, SsdOpenCvDetector
     from maskgate.edge.imageio import read_image
 
     out = tmp_path / "det"
@@ -73,9 +73,19 @@ def test_a_small_conversion_gives_a_bundle_the_device_runs(ssd_files, scenes, tm
     assert main(args) == 0
     b = load_bundle(out, kind="detector")
     v = b.metadata["verification"]["300x300"]
-    assert v["opencv_faces"] > 0 and 0.8 <= v["recall"] <= 1.0 and v["score_correlation"] > 0.9
+    assert v["opencv_faces"] > 0 and v["recall"] >= 0.8 and v["score_correlation"] > 0.9
     assert b.metadata["input"]["dtype"] == "uint8" and len(b.metadata["ssd"]["outputs"]) == 12
-    faces = SsdInt8Detector(b).detect(read_image(scenes / "maksssksksss0.jpg"))
+    # each output feeds the head the metadata says: three heads share a shape, so compare values
+    image = read_image(scenes / "maksssksksss0.jpg")
+    opencv = SsdOpenCvDetector(*ssd_files, threads=1)
+    names = [n for h in b.metadata["ssd"]["heads"] for n in (h["name"], h["name"].replace("_loc", "_conf"))]
+    reference = [r.transpose(0, 2, 3, 1) for r in opencv.raw(image, outputs=names)]
+    locs, logits, _ = SsdInt8Detector(b).raw(image)
+    for ours, theirs in zip(
+        [x for pair in zip(locs, logits, strict=True) for x in pair], reference, strict=True
+    ):
+        assert ours.shape == theirs.shape and np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.95
+    faces = SsdInt8Detector(b).detect(image)
     assert faces and all(0 <= f.box[0] < f.box[2] for f in faces)
     assert "ssd-int8" in (out / "report.md").read_text()
 
@@ -135,10 +145,9 @@ def test_convert_detector_mistakes_are_one_line(tmp_path, extra, message):
 
 
 def test_rows_of_the_verification_match_the_definition():
-    from maskgate.convert.detector import match_detections
-    from maskgate.edge.detector import Detection
+    from maskgate.edge.scoring import match_scored
 
-    ref = [Detection((0, 0, 10, 10), 0.9), Detection((50, 50, 60, 60), 0.6)]
-    got = [Detection((1, 1, 10, 10), 0.85), Detection((100, 100, 110, 110), 0.7)]
-    assert match_detections(ref, got) == (2, 1, [(0.9, 0.85)])
-    assert np.isclose(match_detections(ref, got, iou=0.9)[1], 0)
+    ref = [((0, 0, 10, 10), 0.9), ((50, 50, 60, 60), 0.6)]
+    got = [((1, 1, 10, 10), 0.85), ((100, 100, 110, 110), 0.7)]
+    assert match_scored(ref, got) == (2, 1, [(0.9, 0.85)])
+    assert match_scored(ref, got, iou=0.9)[1] == 0

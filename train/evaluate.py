@@ -73,7 +73,7 @@ def open_model(path: Path) -> Scorer:
     """A run directory or .keras file (Keras), a bundle directory, or a .tflite with labels.txt beside it."""
     path = Path(path)
     if path.is_dir() and (path / bundle_lib.METADATA).is_file():
-        b = bundle_lib.load_bundle(path)
+        b = bundle_lib.load_bundle(path, kind="classifier")
         clf = b.classifier(num_threads=os.cpu_count() or 1)
         return Scorer("bundle", path, b.classes, None, b.threshold, lambda s, n: predict_tflite(clf, s, n))
     if path.suffix == ".tflite":
