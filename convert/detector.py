@@ -291,12 +291,8 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
                 size,
                 v["found"],
                 v["opencv_faces"],
-                v["recall"] or 0,
+                v["recall"],
                 v["score_correlation"],
-            )
-        if worst is None:
-            raise ConversionRefused(
-                "OpenCV's detector found no face in the verification images; cannot verify"
             )
         if worst < cfg.tolerance:
             raise ConversionRefused(

@@ -229,16 +229,15 @@ def build_variants(
     opencv_cfg = det_cfg.model_copy(update={"backend": "ssd-opencv"})
     skipped: dict[str, str] = {}
 
-    def variant(name: str, note: str, detector_cfg, classifier_factory) -> Variant:
+    gate_filter = {
+        "min_score": gate_cfg.decision.min_detection_score,
+        "min_height": gate_cfg.decision.min_face_px,
+    }
+
+    def variant(name: str, note: str, detector_cfg, classifier_factory, keep=gate_filter) -> Variant:
         with Clock() as c:
             analyzer = FrameAnalyzer(
-                make_detector(detector_cfg),
-                bundle,
-                margin=margin,
-                classifier=classifier_factory(),
-                # as ``maskgate run`` does: faint and distant faces are not classified
-                min_score=gate_cfg.decision.min_detection_score,
-                min_height=gate_cfg.decision.min_face_px,
+                make_detector(detector_cfg), bundle, margin=margin, classifier=classifier_factory(), **keep
             )
         return Variant(name, analyzer, c.ms / 1000, note)
 
@@ -271,11 +270,14 @@ def build_variants(
         if isinstance(factory, str):
             skipped["keras"] = factory
         else:
+            # The public pipeline as published: SSD at 300x300 keeping faces from score 0.5, every
+            # one of them classified by one model.predict call per frame, no size filter.
             keras = variant(
                 "keras",
-                "ssd-opencv 300x300 + Keras model.predict per frame",
-                opencv_cfg.model_copy(update={"input_size": (300, 300)}),
-                lambda: factory(cfg.keras, threads=threads),
+                "ssd-opencv 300x300, faces from score 0.5, Keras model.predict per frame",
+                opencv_cfg.model_copy(update={"input_size": (300, 300), "confidence": 0.5}),
+                lambda: factory(cfg.keras),
+                keep={"min_score": 0.5, "min_height": 0},
             )
             keras.load_s += c.ms / 1000
             keras.note += f" (TensorFlow threads: {keras.analyzer.classifier.threads})"

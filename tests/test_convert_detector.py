@@ -23,6 +23,27 @@ def scenes(tmp_path_factory):
     return d
 
 
+def convert_args(out, scenes, *, verify_images: int, latency_runs: int) -> list[str]:
+    """A conversion small enough for the test suite: 8 calibration images, one input size."""
+    return [
+        "convert",
+        "detector",
+        "--out",
+        str(out),
+        "--representative",
+        str(scenes),
+        "--samples",
+        "8",
+        "--verify-images",
+        str(verify_images),
+        "--sizes",
+        "300x300",
+        "--latency-runs",
+        str(latency_runs),
+        "--no-float32",
+    ]
+
+
 @pytest.fixture
 def ssd_files(shared_models, monkeypatch):
     monkeypatch.setenv("MASKGATE_MIRROR", str(shared_models))
@@ -50,26 +71,7 @@ def test_a_small_conversion_gives_a_bundle_the_device_runs(ssd_files, scenes, tm
     from maskgate.edge.imageio import read_image
 
     out = tmp_path / "det"
-    args = [
-        "-q",
-        "convert",
-        "detector",
-        "--out",
-        str(out),
-        "--representative",
-        str(scenes),
-        "--samples",
-        "8",
-        "--verify-images",
-        "16",
-        "--sizes",
-        "300x300",
-        "--latency-runs",
-        "2",
-        "--no-float32",
-        "--tolerance",
-        "0.8",
-    ]
+    args = ["-q", *convert_args(out, scenes, verify_images=16, latency_runs=2), "--tolerance", "0.8"]
     assert main(args) == 0
     b = load_bundle(out, kind="detector")
     v = b.metadata["verification"]["300x300"]
@@ -108,23 +110,7 @@ def test_too_few_faces_found_refuses_and_writes_nothing(ssd_files, scenes, tmp_p
 
     monkeypatch.setattr("maskgate.convert.detector.verify", poor)
     out = tmp_path / "det"
-    args = [
-        "convert",
-        "detector",
-        "--out",
-        str(out),
-        "--representative",
-        str(scenes),
-        "--samples",
-        "8",
-        "--verify-images",
-        "10",
-        "--sizes",
-        "300x300",
-        "--latency-runs",
-        "0",
-        "--no-float32",
-    ]
+    args = convert_args(out, scenes, verify_images=10, latency_runs=0)
     assert main(args) == 2
     assert "finds 50.0 % of OpenCV's faces, below --tolerance 97.0 %" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []  # no bundle, no staging folder

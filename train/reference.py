@@ -20,16 +20,10 @@ from .evaluate import load_keras_model, resolve_model
 class KerasReference:
     """A .keras classifier (or a training run's) behind the device classifier's interface."""
 
-    def __init__(self, path: Path, *, threads: int | None = None) -> None:
-        import tensorflow as tf
-
-        if threads:
-            try:  # TensorFlow fixes its thread pools on first use: later runs keep the first setting
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-                tf.config.threading.set_inter_op_parallelism_threads(threads)
-            except RuntimeError:
-                pass
-        self.threads = tf.config.threading.get_intra_op_parallelism_threads() or "all cores"
+    def __init__(self, path: Path) -> None:
+        # TensorFlow keeps its own thread pools (all cores), fixed at first use: at a lower
+        # --threads the reference gets more threads than the int8 path, never fewer.
+        self.threads = "all cores"
         keras_path, self.classes = resolve_model(Path(path))
         self.model = load_keras_model(keras_path)
         self.input_size = int(self.model.input_shape[1])
