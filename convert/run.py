@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 INT8_NAME = "model.tflite"
 FLOAT_NAME = "model_float32.tflite"
+# A run's --backbone as bundles name it (runs made before the option existed are MobileNetV2).
+_BACKBONE_TITLES = {"mobilenet_v2": "MobileNetV2", "resnet50": "ResNet50"}
 
 
 class ConversionRefused(MaskgateError):
@@ -228,8 +230,12 @@ def convert(cfg: ConvertConfig) -> Path:
         "source": {
             "keras_model_sha256": bundle.sha256_file(keras_path),
             "dataset_content_hash": _read_json(run_dir / "dataset.json").get("content_hash"),
-            "backbone": "MobileNetV2",
+            "backbone": _BACKBONE_TITLES.get(
+                run_config.get("backbone", "mobilenet_v2"), run_config.get("backbone")
+            ),
             "alpha": run_config.get("alpha"),
+            # inside the model, so not the device's concern; the device's side is ``preprocessing``
+            "normalization": run_config.get("preprocessing", {}).get("normalization"),
             "calibration": {"images": len(calibration), "source": calibration_source, "seed": cfg.seed},
         },
         "libraries": sysinfo.library_versions() | {"runtime": runtime_name()},
@@ -256,7 +262,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _training_metrics(run_dir: Path) -> dict[str, Any]:
     m = _read_json(run_dir / "metrics.json")
-    return {k: m[k] for k in ("accuracy", "far", "frr", "roc_auc", "n") if k in m}
+    return {k: m[k] for k in ("accuracy", "macro_f1", "far", "frr", "roc_auc", "n") if k in m}
 
 
 def _report(meta: dict[str, Any], models: dict[str, bytes]) -> str:

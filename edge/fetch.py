@@ -2,8 +2,13 @@
 
 Nothing downloads weights at run time elsewhere. A file comes from a local
 mirror directory (for offline sites and CI) or from its official URL, must
-match a SHA-256 listed in ``models/manifest.toml``, and is written into the
-cache atomically, so a half-downloaded file can never be mistaken for a good one.
+match a SHA-256 listed in ``models/manifest.toml`` (or, for a file whose
+publisher gives only an MD5 and whose SHA-256 nobody has checked yet, that
+MD5), and is written into the cache atomically, so a half-downloaded file can
+never be mistaken for a good one. An ``optional`` file (needed only by a
+non-default option, such as another training backbone) may be absent from a
+mirror: ``maskgate models fetch`` skips it, and the stage that needs it says
+how to provide it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,25 @@ class ModelFile:
     text: bool = False
     note: str = ""  # shown with a checksum mismatch: what the maintainers know about this file
     used_by: tuple[str, ...] = ("edge", "train")  # the stages that need it: a device fetches only edge files
+    md5: tuple[str, ...] = ()  # the publisher's digest, checked only when no SHA-256 is known
+    optional: bool = False  # needed only by a non-default option: may be absent from a mirror
+
+    @property
+    def algorithm(self) -> str:
+        """The digest a file is verified with: SHA-256 where the manifest has one, else MD5."""
+        return "SHA-256" if self.sha256 else "MD5"
+
+
+class NotInMirror(FetchError):
+    """The mirror directory lacks the file."""
+
+
+class DownloadFailed(FetchError):
+    """The official URL could not be read (offline, most often)."""
+
+    def __init__(self, message: str, reason: object) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class State(StrEnum):
@@ -71,28 +95,42 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelFile]:
     files: dict[str, ModelFile] = {}
     for i, entry in enumerate(data.get("file", [])):
         try:
-            name, digests = entry["name"], entry["sha256"]
-            digests = [digests] if isinstance(digests, str) else list(digests)
-            if not digests or not all(
-                isinstance(d, str) and re.fullmatch(r"[0-9a-fA-F]{64}", d) for d in digests
-            ):
-                raise FetchError(
-                    f"model manifest {path}: {name} needs sha256 as 64 hex digits (or a list of them)"
-                )
+            name = entry["name"]
+            if "sha256" not in entry and "md5" not in entry:
+                raise KeyError("sha256")
+            sha256 = _digests(entry, "sha256", 64, path, name)
+            md5 = _digests(entry, "md5", 32, path, name)
             item = ModelFile(
                 name=name,
                 url=entry["url"],
-                sha256=tuple(d.lower() for d in digests),
+                sha256=sha256,
                 license=entry["license"],
                 purpose=entry.get("purpose", ""),
                 text=bool(entry.get("text", False)),
                 note=entry.get("note", ""),
                 used_by=tuple(entry.get("used_by", ("edge", "train"))),
+                md5=md5,
+                optional=bool(entry.get("optional", False)),
             )
         except (KeyError, TypeError) as e:
             raise FetchError(f"model manifest {path}: entry {i + 1} lacks a valid {e}") from e
         files[item.name] = item
     return files
+
+
+def _digests(entry: dict, key: str, length: int, path: Path, name: str) -> tuple[str, ...]:
+    """The ``key`` digests of a manifest entry (a string or a list of them), lower-cased; () if absent."""
+    if key not in entry:
+        return ()
+    digests = entry[key]
+    digests = [digests] if isinstance(digests, str) else list(digests)
+    if not digests or not all(
+        isinstance(d, str) and re.fullmatch(rf"[0-9a-fA-F]{{{length}}}", d) for d in digests
+    ):
+        raise FetchError(
+            f"model manifest {path}: {name} needs {key} as {length} hex digits (or a list of them)"
+        )
+    return tuple(d.lower() for d in digests)
 
 
 def cache_dir() -> Path:
@@ -109,14 +147,17 @@ def mirror_dir(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     return Path(value) if value else None
 
 
-def digest(data: bytes, *, text: bool = False) -> str:
+def digest(data: bytes, *, text: bool = False, algorithm: str = "SHA-256") -> str:
     if text:
         data = data.replace(b"\r\n", b"\n")
+    if algorithm == "MD5":
+        return hashlib.md5(data, usedforsecurity=False).hexdigest()
     return hashlib.sha256(data).hexdigest()
 
 
 def _verified(item: ModelFile, data: bytes) -> bool:
-    return digest(data, text=item.text) in item.sha256
+    expected = item.sha256 or item.md5
+    return digest(data, text=item.text, algorithm=item.algorithm) in expected
 
 
 def cached_path(item: ModelFile, cache: Path | None = None) -> Path:
@@ -140,7 +181,7 @@ def fetch_one(
         try:
             data = source.read_bytes()
         except FileNotFoundError as e:
-            raise FetchError(f"{item.name}: not in mirror {mirror}") from e
+            raise NotInMirror(f"{item.name}: not in mirror {mirror}") from e
         except OSError as e:
             raise FetchError(f"{item.name}: cannot read {source}: {e.strerror or e}") from e
         state, origin = State.COPIED, str(source)
@@ -149,8 +190,10 @@ def fetch_one(
         state, origin = State.DOWNLOADED, item.url
     if not _verified(item, data):
         note = f" ({item.note})" if item.note else ""
-        found = digest(data, text=item.text)
-        raise FetchError(f"{item.name}: SHA-256 {found} from {origin} does not match the manifest{note}")
+        found = digest(data, text=item.text, algorithm=item.algorithm)
+        raise FetchError(
+            f"{item.name}: {item.algorithm} {found} from {origin} does not match the manifest{note}"
+        )
     if item.text:
         data = data.replace(b"\r\n", b"\n")
     try:
@@ -169,9 +212,10 @@ def _download(item: ModelFile) -> bytes:
             return response.read()
     except (OSError, http.client.HTTPException, ValueError) as e:  # URLError and timeouts are OSErrors
         reason = getattr(e, "reason", e)
-        raise FetchError(
+        raise DownloadFailed(
             f"{item.name}: cannot download {item.url} ({reason}); "
-            f"offline, pass --mirror DIR or set {MIRROR_ENV}"
+            f"offline, pass --mirror DIR or set {MIRROR_ENV}",
+            reason,
         ) from e
 
 

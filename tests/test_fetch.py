@@ -119,11 +119,14 @@ def test_real_manifest_verifies_the_shared_mirror(shared_models, capsys):
     """The shipped manifest's digests match the mirror CI and developers use."""
     assert main(["models", "fetch", "--mirror", str(shared_models)]) == 0
     out = capsys.readouterr().out
-    names = set(fetch.load_manifest())
-    assert {"deploy.prototxt", "res10_300x300_ssd_iter_140000.caffemodel"} <= names
-    for name in names:
+    files = fetch.load_manifest()
+    assert {"deploy.prototxt", "res10_300x300_ssd_iter_140000.caffemodel"} <= set(files)
+    for name, item in files.items():
+        if item.optional and not (shared_models / name).is_file():
+            assert f"{name}: not in mirror {shared_models}; skipped, optional" in out
+            continue
         assert f"{name}: copied from mirror" in out
-        assert fetch.is_cached(fetch.load_manifest()[name])
+        assert fetch.is_cached(item)
 
 
 def test_unwritable_cache_is_one_line(tmp_path, mirror, monkeypatch, capsys):
@@ -161,3 +164,47 @@ def test_a_device_fetches_only_the_files_its_stage_uses(shared_models, capsys):
         "deploy.prototxt",
         "res10_300x300_ssd_iter_140000.caffemodel",
     ]
+
+
+def _md5_entry(data: bytes, *, optional: bool = False) -> str:
+    return (
+        f'[[file]]\nname = "w.h5"\nurl = "http://127.0.0.1:9/w.h5"\n'
+        f'md5 = ["{hashlib.md5(data).hexdigest()}"]\n'
+        f'license = "test"\nused_by = ["train"]\noptional = {str(optional).lower()}\n'
+    )
+
+
+def test_a_file_with_only_a_published_md5_is_verified_by_it(tmp_path, capsys):
+    mirror = tmp_path / "m"
+    mirror.mkdir()
+    (mirror / "w.h5").write_bytes(b"weights")
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(_md5_entry(b"weights"))
+    item = fetch.load_manifest(manifest)["w.h5"]
+    assert item.sha256 == () and item.algorithm == "MD5"
+    assert fetch.ensure("w.h5", mirror=mirror, manifest=manifest).read_bytes() == b"weights"
+    assert main(["models", "list", "--manifest", str(manifest)]) == 0
+    assert "w.h5: verified (MD5)" in capsys.readouterr().out
+    (mirror / "w.h5").write_bytes(b"weightz")
+    fetch.cached_path(item).unlink()
+    with pytest.raises(FetchError, match=r"w\.h5: MD5 [0-9a-f]{32} from .* does not match the manifest"):
+        fetch.ensure("w.h5", mirror=mirror, manifest=manifest)
+
+
+def test_an_optional_file_absent_from_the_mirror_is_skipped_not_an_error(tmp_path, mirror, capsys):
+    manifest = _manifest(tmp_path, {"a.bin": b"alpha"})
+    manifest.write_text(manifest.read_text() + "\n" + _md5_entry(b"w", optional=True))
+    assert main(["models", "fetch", "--mirror", str(mirror), "--manifest", str(manifest)]) == 0
+    out = capsys.readouterr().out
+    assert "a.bin: copied from mirror" in out and f"w.h5: not in mirror {mirror}; skipped, optional" in out
+    assert main(["models", "list", "--manifest", str(manifest)]) == 0
+    assert "w.h5: missing, optional" in capsys.readouterr().out
+    with pytest.raises(FetchError, match="w.h5: not in mirror"):  # a stage that needs it still fails
+        fetch.ensure("w.h5", mirror=mirror, manifest=manifest)
+
+
+def test_md5_digests_are_checked_for_form(tmp_path):
+    bad = tmp_path / "m.toml"
+    bad.write_text('[[file]]\nname = "x"\nurl = "u"\nlicense = "l"\nmd5 = ["abc"]\n')
+    with pytest.raises(FetchError, match="md5 as 32 hex digits"):
+        fetch.load_manifest(bad)

@@ -13,8 +13,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# The manifest entry of the ImageNet backbone weights (alpha 1.0, no top).
+# The manifest entries of the ImageNet backbone weights (no top; MobileNetV2 at alpha 1.0).
 IMAGENET_WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+RESNET50_WEIGHTS = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+BACKBONE_WEIGHTS = {"mobilenet_v2": IMAGENET_WEIGHTS, "resnet50": RESNET50_WEIGHTS}
 
 
 class TrainConfig(BaseModel):
@@ -25,8 +27,16 @@ class TrainConfig(BaseModel):
     voc: Path | None = Field(
         None, description="Pascal VOC scenes (images/ + annotations/) whose face boxes are added as crops"
     )
+    classes: Literal["auto", "2", "3"] = Field(
+        "auto",
+        description="classes to train: auto (the class folders of --data), 2 (with_mask, without_mask) "
+        "or 3 (also mask_weared_incorrect, from --data and/or --voc)",
+    )
 
     # model
+    backbone: Literal["mobilenet_v2", "resnet50"] = Field(
+        "mobilenet_v2", description="ImageNet backbone: mobilenet_v2 (the device's) or resnet50"
+    )
     input_size: int = Field(224, ge=32, le=512, description="square input size in pixels")
     alpha: float = Field(1.0, gt=0.0, le=1.4, description="MobileNetV2 width multiplier")
     weights: str = Field(
@@ -43,7 +53,11 @@ class TrainConfig(BaseModel):
     fine_tune_epochs: int = Field(12, ge=0, le=1000, description="phase 2 epochs (top blocks trainable)")
     fine_tune_learning_rate: float = Field(2e-5, gt=0, le=1.0, description="phase 2 learning rate")
     fine_tune_blocks: int = Field(
-        6, ge=0, le=16, description="top MobileNetV2 blocks (of 16) trained in phase 2, plus the last conv"
+        6,
+        ge=0,
+        le=16,
+        description="top backbone blocks (of 16) trained in phase 2: MobileNetV2's plus its last conv; "
+        "ResNet50's bottleneck blocks (3 = the conv5 stage)",
     )
     patience: int = Field(4, ge=1, le=100, description="epochs without val_loss improvement before stopping")
     lr_patience: int = Field(2, ge=1, le=100, description="epochs without improvement before halving the LR")
@@ -96,6 +110,8 @@ class TrainConfig(BaseModel):
             raise ValueError("nothing to train: --epochs is 0 and phase 2 is off")
         if self.lr_patience >= self.patience:
             raise ValueError("--lr-patience must be below --patience, or the learning rate never drops")
+        if self.backbone != "mobilenet_v2" and self.alpha != 1.0:
+            raise ValueError(f"--alpha is MobileNetV2's width multiplier; {self.backbone} has none")
         return self
 
 

@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,7 @@ class ScanResult:
     samples: list[Sample]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     voc_skipped: Counter = field(default_factory=Counter)  # reason -> count of VOC boxes left out
+    ignored_classes: list[str] = field(default_factory=list)  # class folders not read (not trained)
 
     @property
     def classes(self) -> list[str]:
@@ -114,9 +115,15 @@ def _map_threads(fn, items: Sequence, *, workers: int, desc: str, unit: str, pro
 
 
 def scan_folder(
-    root: Path, *, max_per_class: int | None = None, seed: int = 0, workers: int = 0, progress: bool = True
+    root: Path,
+    *,
+    classes: Collection[str] | None = None,
+    max_per_class: int | None = None,
+    seed: int = 0,
+    workers: int = 0,
+    progress: bool = True,
 ) -> ScanResult:
-    """Scan a folder-per-class dataset."""
+    """Scan a folder-per-class dataset; with ``classes``, only those class folders."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"data directory {root} does not exist")
@@ -127,6 +134,12 @@ def scan_folder(
         raise DataError(
             f"data directory {root} has no class folders (expected e.g. with_mask/, without_mask/)"
         )
+    ignored = []
+    if classes is not None:
+        ignored = [d.name for d in class_dirs if d.name not in classes]
+        class_dirs = [d for d in class_dirs if d.name in classes]
+        if not class_dirs:
+            raise DataError(f"data directory {root} has none of the class folders {', '.join(classes)}")
 
     jobs: list[tuple[Path, str]] = []
     for d in class_dirs:
@@ -148,7 +161,7 @@ def scan_folder(
         h, hm = dhash(image)
         return Sample(path, label, sha256=hashlib.sha256(data).hexdigest(), dhash=h, dhash_mirror=hm)
 
-    result = ScanResult(samples=[])
+    result = ScanResult(samples=[], ignored_classes=ignored)
     for item in _map_threads(
         read, jobs, workers=workers, desc=f"scan {root.name}", unit="img", progress=progress
     ):
@@ -246,6 +259,7 @@ def merge(*results: ScanResult) -> ScanResult:
         merged.samples.extend(r.samples)
         merged.skipped.extend(r.skipped)
         merged.voc_skipped.update(r.voc_skipped)
+        merged.ignored_classes.extend(r.ignored_classes)
     return merged
 
 
@@ -268,7 +282,7 @@ def drop_label_conflicts(result: ScanResult) -> ScanResult:
         for s in result.samples
         if s.box is None and s.sha256 in bad
     ]
-    return ScanResult(kept, result.skipped + dropped, result.voc_skipped)
+    return ScanResult(kept, result.skipped + dropped, result.voc_skipped, result.ignored_classes)
 
 
 def family_of(sample: Sample, pattern: re.Pattern[str] | None) -> str | None:

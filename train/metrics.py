@@ -85,7 +85,17 @@ FROM_VALIDATION = "validation split"  # config.json's threshold_source when trai
 def choose_masked_threshold(
     probs: np.ndarray, labels: Sequence[int], classes: Sequence[str], *, false_accept_cost: float
 ) -> float:
-    """``choose_threshold`` on p(with_mask) of a split's class probabilities and integer labels."""
+    """``choose_threshold`` on p(with_mask) of a split's class probabilities and integer labels.
+
+    With three classes the gate is still binary: ``with_mask`` against the
+    rest, because a mask worn under the nose is no mask to the gate (the
+    device's default, ``classifier.incorrect_is_masked = false``), so letting
+    such a face in is a false accept like any other. p(with_mask) >= 0.5 is
+    then stricter than the arg-max (with_mask can win with 0.4 against 0.35 and
+    0.25), which is the side a gate should err on. A device configured with
+    ``incorrect_is_masked`` compares p(with_mask) + p(incorrect) with this same
+    threshold, which accepts more; set ``classifier.threshold`` there if that matters.
+    """
     m = list(classes).index(MASKED)
     return choose_threshold(
         np.asarray(probs)[:, m], np.asarray(labels) == m, false_accept_cost=false_accept_cost

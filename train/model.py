@@ -1,8 +1,10 @@
-"""MobileNetV2 face-mask classifier: ImageNet backbone, small head.
+"""The face-mask classifier: an ImageNet backbone and a small head.
 
-The model takes RGB pixels in 0..255 and normalises them itself (constants
-from ``maskgate.edge.preprocess``): the int8 converter can then fold the
-normalisation into the input quantisation, and the device feeds uint8 crops.
+The model takes RGB pixels in 0..255 and normalises them itself, as its
+backbone's ImageNet weights expect (``maskgate.train.backbones``): the int8
+converter can then fold the normalisation into the input quantisation, and
+the device feeds uint8 crops whatever the backbone. MobileNetV2 is the
+device's backbone; ResNet50 is there to compare against.
 BatchNorm layers of the backbone stay frozen in both phases, which in Keras 3
 also keeps them in inference mode (a non-trainable BatchNormalization uses its
 moving statistics): with small batches, updating BN statistics wrecks
@@ -19,16 +21,17 @@ import keras
 from keras import layers
 
 from maskgate.edge.errors import ModelFileError
-from maskgate.edge.preprocess import INPUT_OFFSET, INPUT_SCALE
 
+from . import backbones
 from .config import IMAGENET_WEIGHTS  # noqa: F401 - re-exported: the weights this model is built for
 
-BACKBONE = "mobilenetv2"
+BACKBONE = "mobilenetv2"  # the nested MobileNetV2's name, as older code looks it up
 
 
 def build_classifier(
     num_classes: int,
     *,
+    backbone: str = "mobilenet_v2",
     input_size: int = 224,
     alpha: float = 1.0,
     weights: Path | None = None,
@@ -36,23 +39,21 @@ def build_classifier(
     dropout: float = 0.3,
 ) -> keras.Model:
     """The classifier with a frozen backbone (phase 1); see ``unfreeze_top``."""
+    spec = backbones.get(backbone)
     shape = (input_size, input_size, 3)
-    try:
-        backbone = keras.applications.MobileNetV2(
-            input_shape=shape, alpha=alpha, include_top=False, weights=None, name=BACKBONE
-        )
-        if weights is not None:
-            backbone.load_weights(str(weights))
-    except (ValueError, OSError) as e:
-        detail = str(e).splitlines()[0][:160] if str(e) else e.__class__.__name__
-        raise ModelFileError(
-            f"weights file {weights} does not fit MobileNetV2 alpha={alpha} without top ({detail})"
-        ) from e
-    backbone.trainable = False
+    base = spec.build(shape, alpha=alpha)
+    if weights is not None:
+        try:
+            base.load_weights(str(weights))
+        except (ValueError, OSError) as e:
+            detail = str(e).splitlines()[0][:160] if str(e) else e.__class__.__name__
+            what = f"MobileNetV2 alpha={alpha}" if spec.name == "mobilenet_v2" else spec.title
+            raise ModelFileError(f"weights file {weights} does not fit {what} without top ({detail})") from e
+    base.trainable = False
 
     inputs = keras.Input(shape=shape, name="image")
-    x = layers.Rescaling(INPUT_SCALE, offset=INPUT_OFFSET, name="normalize")(inputs)
-    x = backbone(x, training=False)
+    x = spec.normalization()(inputs)
+    x = base(x, training=False)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     if dense_units:
         x = layers.Dense(dense_units, activation="relu", name="dense")(x)
@@ -61,35 +62,37 @@ def build_classifier(
     return keras.Model(inputs, outputs, name="maskgate_classifier")
 
 
+def backbone_spec(model: keras.Model) -> backbones.Backbone:
+    """Which backbone ``model`` was built on."""
+    names = {layer.name for layer in model.layers}
+    for spec in backbones.BACKBONES.values():
+        if spec.layer_name in names:
+            return spec
+    raise ValueError(f"model {model.name} holds none of the backbones {', '.join(backbones.BACKBONES)}")
+
+
 def backbone_of(model: keras.Model) -> keras.Model:
-    return model.get_layer(BACKBONE)
+    return model.get_layer(backbone_spec(model).layer_name)
 
 
 def unfreeze_top(model: keras.Model, blocks: int) -> int:
-    """Make the top ``blocks`` inverted-residual blocks and the last conv trainable.
+    """Make the top ``blocks`` (of 16) backbone blocks trainable; see ``maskgate.train.backbones``.
 
-    BatchNorm layers stay frozen: their statistics and affine terms were
-    learned on ImageNet-sized batches. Returns the number of trainable layers.
+    MobileNetV2: inverted-residual blocks, with the last conv; ResNet50:
+    bottleneck blocks, 3 being the conv5 stage. BatchNorm layers stay frozen:
+    their statistics and affine terms were learned on ImageNet-sized batches.
+    Returns the number of trainable layers.
     """
-    backbone = backbone_of(model)
+    spec = backbone_spec(model)
+    backbone = model.get_layer(spec.layer_name)
     backbone.trainable = True
-    first = 17 - blocks  # MobileNetV2 names its blocks block_1 .. block_16
+    first = backbones.BLOCKS + 1 - blocks
     trainable = 0
     for layer in backbone.layers:
-        name = layer.name
-        top = blocks > 0 and (name.startswith("Conv_1") or _block_index(name) >= first)
+        top = blocks > 0 and spec.block_index(layer.name) >= first
         layer.trainable = top and not isinstance(layer, layers.BatchNormalization)
         trainable += layer.trainable
     return trainable
-
-
-def _block_index(name: str) -> int:
-    if name.startswith("block_"):
-        try:
-            return int(name.split("_")[1])
-        except ValueError:
-            return -1
-    return -1
 
 
 def augmentation(seed: int) -> keras.Sequential:

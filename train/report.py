@@ -76,25 +76,29 @@ def markdown_report(
         else "",
         "## Test split",
         "",
-        "| metric | value |",
-        "| --- | --- |",
-        f"| accuracy | {percent(metrics['accuracy'])} |",
-        f"| FAR (unmasked accepted) | {percent(metrics.get('far'))} ({metrics.get('false_accepts')}) |",
-        f"| FRR (masked rejected) | {percent(metrics.get('frr'))} ({metrics.get('false_rejects')}) |",
-        f"| ROC-AUC | {metrics['roc_auc']:.5f} |"
-        if metrics.get("roc_auc") is not None
-        else "| ROC-AUC | n/a |",
-        f"| macro F1 | {metrics['macro_f1']:.4f} |",
-        f"| images | {metrics['n']} |",
-        f"| decision threshold | {metrics['threshold']} ({_threshold_source(config)}) |",
+        *metrics_tables(metrics, threshold_note=_threshold_source(config)),
+        "![confusion matrix](confusion.png)",
         "",
-        "| class | precision | recall | F1 | support |",
-        "| --- | --- | --- | --- | --- |",
+        "![training curves](curves.png)",
+        "",
     ]
-    for n in names:
-        c = metrics["per_class"][n]
-        lines.append(f"| {n} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
-    lines += ["", "![confusion matrix](confusion.png)", "", "![training curves](curves.png)", ""]
+    scene = metrics.get("scene_crops")
+    if scene:
+        lines += [
+            "## Test split, scene crops only",
+            "",
+            "The faces of the test split cropped from the VOC scenes (`--voc`), scored alone: "
+            "the faces a gate camera sees, unlike the folder images.",
+            "",
+            *metrics_tables(scene),
+            "| true \\ predicted | " + " | ".join(names) + " |",
+            "| --- |" + " --- |" * len(names),
+            *[
+                f"| {n} | " + " | ".join(map(str, row)) + " |"
+                for n, row in zip(names, scene["confusion"], strict=True)
+            ],
+            "",
+        ]
     lines += ["## Data", "", f"Dataset content hash (SHA-256): `{dataset_hash}`", ""]
     lines += ["| split | " + " | ".join(names) + " | total |", "| --- |" + " --- |" * (len(names) + 1)]
     for split, per in counts.items():
@@ -123,6 +127,31 @@ def markdown_report(
 
     lines += [json.dumps(config, indent=2, default=str), "```", ""]
     return "\n".join(line for line in lines) + "\n"
+
+
+def metrics_tables(metrics: dict[str, Any], *, threshold_note: str = "") -> list[str]:
+    """The summary and per-class tables of ``classification_metrics`` output, as Markdown lines."""
+    note = f" ({threshold_note})" if threshold_note else ""
+    lines = [
+        "| metric | value |",
+        "| --- | --- |",
+        f"| accuracy | {percent(metrics['accuracy'])} |",
+        f"| macro F1 | {metrics['macro_f1']:.4f} |",
+        f"| FAR (unmasked accepted) | {percent(metrics.get('far'))} ({metrics.get('false_accepts')}) |",
+        f"| FRR (masked rejected) | {percent(metrics.get('frr'))} ({metrics.get('false_rejects')}) |",
+        f"| ROC-AUC | {metrics['roc_auc']:.5f} |"
+        if metrics.get("roc_auc") is not None
+        else "| ROC-AUC | n/a |",
+        f"| images | {metrics['n']} |",
+        f"| decision threshold | {metrics['threshold']}{note} |",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for n in metrics["class_names"]:
+        c = metrics["per_class"][n]
+        lines.append(f"| {n} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
+    return [*lines, ""]
 
 
 def _threshold_source(config: dict) -> str:

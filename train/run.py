@@ -18,16 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from maskgate.edge import atomic, fetch, preprocess, sysinfo
-from maskgate.edge.errors import ConfigError, DataError, OutputExistsError
+from maskgate.edge.errors import ConfigError, DataError, FetchError, OutputExistsError
+from maskgate.edge.labels import INCORRECT, MASKED, UNMASKED
 
 from . import report
-from .config import IMAGENET_WEIGHTS, TrainConfig
+from .config import BACKBONE_WEIGHTS, TrainConfig
 from .dataset import content_hash, drop_label_conflicts, locate, merge, scan_folder, scan_voc
 from .distribute import check_cluster
 from .metrics import FROM_VALIDATION, choose_masked_threshold, classification_metrics
 from .split import split_counts, split_samples, write_manifest
 
 logger = logging.getLogger(__name__)
+
+
+# What --classes names; "auto" is the class folders of --data.
+CLASS_SETS = {"2": (MASKED, UNMASKED), "3": (MASKED, UNMASKED, INCORRECT)}
 
 
 def resolve_weights(cfg: TrainConfig) -> Path | None:
@@ -39,7 +44,23 @@ def resolve_weights(cfg: TrainConfig) -> Path | None:
                 f"--alpha {cfg.alpha}: only alpha 1.0 ImageNet weights are in the model manifest; "
                 "pass --weights PATH or --weights none"
             )
-        return fetch.ensure(IMAGENET_WEIGHTS)
+        name = BACKBONE_WEIGHTS[cfg.backbone]
+        try:
+            return fetch.ensure(name)
+        except fetch.NotInMirror as e:
+            url = fetch.load_manifest()[name].url
+            raise FetchError(
+                f"--weights imagenet: {e} (${fetch.MIRROR_ENV}); put the file there (official copy: {url}) "
+                "or pass --weights PATH"
+            ) from e
+        except fetch.DownloadFailed as e:
+            url = fetch.load_manifest()[name].url
+            raise FetchError(
+                f"--weights imagenet: cannot download {url} ({e.reason}); offline, put {name} into a "
+                f"folder and set ${fetch.MIRROR_ENV} to it, or pass --weights PATH"
+            ) from e
+        except FetchError as e:
+            raise FetchError(f"--weights imagenet: {e}; or pass --weights PATH to a copy of it") from e
     path = Path(cfg.weights)
     if not path.is_file():
         raise ConfigError(f"--weights {path}: no such file (use 'imagenet', 'none' or a path)")
@@ -54,17 +75,27 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
     atomic.check_creatable(cfg.out, "--out")
     check_cluster()
 
+    wanted = CLASS_SETS.get(cfg.classes)  # None: whatever class folders --data has
     scan = scan_folder(
-        cfg.data, max_per_class=cfg.max_per_class, seed=cfg.seed, workers=cfg.workers, progress=progress
+        cfg.data,
+        classes=wanted,
+        max_per_class=cfg.max_per_class,
+        seed=cfg.seed,
+        workers=cfg.workers,
+        progress=progress,
     )
+    if scan.ignored_classes:
+        logger.warning(
+            "--classes %s: left out the class folder(s) %s", cfg.classes, ", ".join(scan.ignored_classes)
+        )
     classes = scan.classes
-    if len(classes) < 2:
+    if wanted is None and len(classes) < 2:
         raise DataError(f"{cfg.data} has one class ({classes[0]}); training needs at least two class folders")
     roots = {"data": cfg.data}
     if cfg.voc is not None:
         voc = scan_voc(
             cfg.voc,
-            classes=classes,
+            classes=wanted or classes,
             margin=cfg.voc_margin,
             min_size=cfg.voc_min_size,
             workers=cfg.workers,
@@ -73,6 +104,13 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
         scan = merge(scan, voc)
         roots["voc"] = cfg.voc
     scan = drop_label_conflicts(scan)
+    classes = scan.classes
+    if wanted is not None and list(classes) != list(wanted):
+        missing = [c for c in wanted if c not in classes]
+        source = f"add {' and '.join(c + '/' for c in missing)} to --data" + (
+            "" if cfg.voc else ", or --voc SCENES with such faces"
+        )
+        raise DataError(f"--classes {cfg.classes}: no {', '.join(missing)} examples; {source}")
     samples = scan.samples
     split = split_samples(
         samples,
@@ -114,6 +152,7 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
         with strategy.scope():
             model = model_lib.build_classifier(
                 len(classes),
+                backbone=cfg.backbone,
                 input_size=cfg.input_size,
                 alpha=cfg.alpha,
                 weights=weights,
@@ -121,6 +160,10 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
                 dropout=cfg.dropout,
             )
         class_weight = _class_weights(labels["train"], len(classes)) if cfg.class_weights else None
+        if class_weight:
+            logger.info(
+                "class weights: %s", ", ".join(f"{c} {class_weight[i]:.2f}" for i, c in enumerate(classes))
+            )
         log = _EpochLog(keras)
         best = _BestCheckpoint(keras, checkpoint)
         extra = list(callbacks or [])
@@ -189,6 +232,13 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
             )
         probs = predict(final, subset["test"], input_size=cfg.input_size, batch_size=cfg.batch_size)
         metrics = classification_metrics(labels["test"], probs, classes, threshold=threshold)
+        if cfg.voc is not None:
+            # The held-out faces cropped from VOC scenes alone: the distribution a gate camera sees.
+            scene = [i for i, s in enumerate(subset["test"]) if s.box is not None]
+            if scene:
+                metrics["scene_crops"] = classification_metrics(
+                    [labels["test"][i] for i in scene], probs[scene], classes, threshold=threshold
+                )
         errors = _misclassified(subset["test"], labels["test"], probs, classes, roots)
         history = log.records
         wall = time.monotonic() - started
@@ -214,15 +264,30 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
             weights=weights,
         )
     logger.info(
-        "test accuracy %s, FAR %s, FRR %s on %d images; run written to %s (%.1f min)",
+        "test accuracy %s, macro-F1 %.4f, FAR %s, FRR %s on %d images; run written to %s (%.1f min)",
         report.percent(metrics["accuracy"]),
+        metrics["macro_f1"],
         report.percent(metrics["far"]),
         report.percent(metrics["frr"]),
         metrics["n"],
         cfg.out,
         wall / 60,
     )
+    if "scene_crops" in metrics:
+        sc = metrics["scene_crops"]
+        logger.info(
+            "scene crops of the test split: macro-F1 %.4f, recall %s on %d faces",
+            sc["macro_f1"],
+            ", ".join(f"{c} {report.percent(v['recall'])}" for c, v in sc["per_class"].items()),
+            sc["n"],
+        )
     return cfg.out
+
+
+def _normalization(cfg: TrainConfig) -> dict[str, Any]:
+    from .backbones import get
+
+    return get(cfg.backbone).normalization_info
 
 
 def _log_counts(counts, classes, groups, skipped) -> None:
@@ -284,13 +349,18 @@ def _write_outputs(
     def dump(name: str, obj: Any) -> None:
         atomic.write_text(run / name, json.dumps(obj, indent=2, default=str) + "\n")
 
+    # The device's side (size, resize, RGB 0..255) is the same for every backbone; the normalisation
+    # inside the model is the backbone's. "classes" is the trained classes in output order;
+    # "classes_option" what --classes asked for.
+    preprocessing = preprocess.describe(cfg.input_size) | {"normalization": _normalization(cfg)}
     config = cfg.model_dump(mode="json") | {
         "threshold": metrics["threshold"],
         "threshold_source": "--threshold" if cfg.threshold is not None else FROM_VALIDATION,
         "classes": classes,
+        "classes_option": cfg.classes,
         "weights_file": str(weights) if weights else None,
         "weights_sha256": fetch.digest(weights.read_bytes()) if weights else None,
-        "preprocessing": preprocess.describe(cfg.input_size),
+        "preprocessing": preprocessing,
         "command": shlex.join(["maskgate", *sys.argv[1:]])
         if sys.argv and "maskgate" in sys.argv[0]
         else None,
