@@ -114,26 +114,33 @@ def add_model_options(parser: argparse.ArgumentParser, model, *, required: Seque
 
     The model stays the one source of defaults, bounds and help; values are
     passed through as given and validated by the model (``config_from_args``).
-    A field may name its own flag with ``json_schema_extra={"flag": "--x"}``.
+    A field may name its own flag with ``json_schema_extra={"flag": "--x"}``, and take several
+    values after it with ``{"many": True}``.
     """
     for name, field in model.model_fields.items():
         flag = _flag(name, field)
         help_text = field.description or ""
+        # A field marked ``many`` takes one or more values after its flag (``--image a.jpg b.jpg``, a
+        # shell glob); other list fields parse one comma-separated value themselves (``--sizes``).
+        many = {"nargs": "+"} if _extra(field).get("many") else {}
         if name in required:
-            parser.add_argument(flag, dest=name, required=True, help=help_text, metavar=name.upper())
+            parser.add_argument(flag, dest=name, required=True, help=help_text, metavar=name.upper(), **many)
             continue
         default = "" if field.default is None else f" (default: {field.default})"
         if field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text + default)  # fmt: skip
         else:
-            parser.add_argument(flag, dest=name, default=argparse.SUPPRESS,
+            parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, **many,
                                 metavar=_metavar(field.annotation), help=help_text + default)  # fmt: skip
 
 
+def _extra(field) -> dict:
+    return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+
+
 def _flag(name: str, field) -> str:
-    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    return extra.get("flag") or "--" + name.replace("_", "-")
+    return _extra(field).get("flag") or "--" + name.replace("_", "-")
 
 
 def _metavar(annotation) -> str:
@@ -177,6 +184,13 @@ def _models_fetch(args: argparse.Namespace) -> int:
             continue
         try:
             path, state = fetch.fetch_one(item, mirror=mirror)
+        except fetch.NotInMirror as e:
+            if not item.optional:
+                print(f"maskgate: error: {e}", file=sys.stderr)
+                failed += 1
+            else:  # needed only by a non-default option (e.g. another training backbone)
+                print(f"{e}; skipped, optional ({item.purpose})")
+            continue
         except MaskgateError as e:
             print(f"maskgate: error: {e}", file=sys.stderr)
             failed += 1
@@ -189,7 +203,8 @@ def _models_list(args: argparse.Namespace) -> int:
     from . import fetch
 
     for item in fetch.load_manifest(args.manifest).values():
-        state = "verified" if fetch.is_cached(item) else "missing"
+        state = "verified" if fetch.is_cached(item) else "missing, optional" if item.optional else "missing"
+        state += " (MD5)" if state == "verified" and item.algorithm == "MD5" else ""
         print(f"{item.name}: {state} — {item.purpose} [{item.license}]")
     return 0
 

@@ -1,4 +1,4 @@
-"""The device commands: ``run``, ``detect``, ``score`` and ``outputs``.
+"""The device commands: ``run``, ``detect``, ``score``, ``bench``, ``crop-faces`` and ``outputs``.
 
 Each builds its ``GateConfig`` the same way: the file (``--config``), then
 the shortcut flags and ``--set key=value`` overrides on top, validated as a
@@ -77,6 +77,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Benchmark the detector, the classifier and the whole pipeline on the same frames, "
         "int8 against float32 and (with --keras and TensorFlow) the usual Keras model.predict path; "
         "print a table, and write JSON (--json) and a plot (--plot) if asked.",
+    )
+
+    from .crop_faces import CropFacesConfig
+
+    add_config_command(
+        sub,
+        "crop-faces",
+        CropFacesConfig,
+        required=("source", "out"),
+        handler=_crop_faces,
+        help="cut the faces out of photos (a training set), optionally sorted by class by the classifier",
+        description="Run the face detector over photos and write each face (with a margin) as a PNG, "
+        "flat or, with --classify, in a folder per class of the classifier; plus crops.csv (source, "
+        "boxes, scores, labels) and summary.json. The folder appears only when the run completes.",
     )
 
     p = sub.add_parser("outputs", help="drive the gate's GPIO outputs directly: off, or a wiring test")
@@ -180,6 +194,14 @@ def _score(args: argparse.Namespace) -> int:
     print(format_report(result))
     if args.json_out:
         atomic.write_text(args.json_out, json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _crop_faces(cfg, args: argparse.Namespace) -> int:
+    from .crop_faces import crop_faces, format_summary
+
+    summary = crop_faces(cfg, progress=sys.stderr.isatty() and args.quiet == 0)
+    print(format_summary(summary, cfg.out))
     return 0
 
 
