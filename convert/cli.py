@@ -6,7 +6,7 @@ import argparse
 
 from maskgate.edge.cli import add_config_command
 
-from .config import ConvertConfig, DetectorConvertConfig
+from .config import ConvertConfig, DetectorConvertConfig, SegmenterConvertConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,13 +17,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "model on the run's test split, and write a model bundle; refuse if int8 loses too much accuracy. "
         "'maskgate convert detector' does the same for OpenCV's SSD face detector.",
     )  # fmt: skip
-    targets = p.add_subparsers(dest="convert_target", metavar="[detector]")
+    targets = p.add_subparsers(dest="convert_target", metavar="[detector|segmenter]")
     add_config_command(
         targets, "detector", DetectorConvertConfig, required=("out",), handler=_convert_detector,
         help="OpenCV's SSD face detector as a verified int8 LiteRT bundle",
         description="Rebuild OpenCV's ResNet-10 SSD with its published weights, convert it to full-integer "
         "int8 with a dynamic input size, verify it against OpenCV's float detector on held-out scene images, "
         "and write a detector bundle; refuse if it finds too few of OpenCV's faces.",
+    )  # fmt: skip
+    add_config_command(
+        targets, "segmenter", SegmenterConvertConfig, required=("model", "out"), handler=_convert_segmenter,
+        help="a train-unet run as a verified int8 segmenter bundle (detector backend 'unet')",
+        description="Convert a U-Net face segmenter run to full-integer int8 calibrated on its training "
+        "scenes, verify it against the Keras float model on its held-out test scenes (Dice against the float "
+        "masks and against the true masks), and write a segmenter bundle; refuse if int8 loses too much "
+        "Dice.",
     )  # fmt: skip
 
 
@@ -38,4 +46,11 @@ def _convert_detector(cfg: DetectorConvertConfig, args: argparse.Namespace) -> i
     from .detector import convert_detector
 
     convert_detector(cfg)
+    return 0
+
+
+def _convert_segmenter(cfg: SegmenterConvertConfig, args: argparse.Namespace) -> int:
+    from .segmenter import convert_segmenter
+
+    convert_segmenter(cfg)
     return 0

@@ -66,3 +66,23 @@ class DetectorConvertConfig(BaseModel):
 
     _parse = field_validator("sizes", mode="before")(lambda v: parse_sizes(v))
     _check = field_validator("sizes")(lambda v: check_sizes(v))
+
+
+class SegmenterConvertConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Path = Field(description="train-unet run directory (or its model.keras)")
+    out: Path = Field(description="bundle directory to create (must not exist)")
+    voc: Path | None = Field(
+        None, description="the run's VOC folder, if it moved since training (default: the one in split.json)"
+    )
+    samples: int = Field(200, ge=8, le=5000, description="training scenes to calibrate on, drawn seeded")
+    tolerance: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="refuse when int8 Dice against the true masks is this much below float's (test scenes)",
+    )
+    float32: bool = Field(True, description="also write the float32 TFLite model into the bundle")
+    latency_runs: int = Field(30, ge=0, le=10000, description="timed runs per model and thread count")
+    seed: int = Field(1337, ge=0, description="seed for drawing calibration scenes")

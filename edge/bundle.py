@@ -161,6 +161,10 @@ def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
         if not isinstance(meta.get("ssd"), dict) or not {"heads", "outputs"} <= set(meta["ssd"]):
             raise ModelFileError(f"bundle {path}: {METADATA} lacks the SSD's prior boxes and output order")
         expected = describe_preprocessing()
+    elif meta["kind"] == "segmenter":
+        from .unet import describe_preprocessing as describe_scene
+
+        expected = describe_scene(bundle.input_size)
     else:
         raise ModelFileError(f"bundle {path}: unknown kind {meta['kind']!r}")
     if meta["preprocessing"] != expected:
@@ -171,7 +175,7 @@ def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
 
 
 def default_bundle_path(kind: str = "classifier") -> Path:
-    """A bundle shipped with maskgate: ``models/classifier`` or ``models/detector``."""
+    """A bundle shipped with maskgate, ``models/<kind>``: a classifier and a detector are shipped."""
     from importlib.resources import files
 
     return Path(str(files("maskgate.models").joinpath(kind)))

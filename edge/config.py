@@ -77,12 +77,26 @@ class SourceConfig(Section):
 
 
 class DetectorConfig(Section):
-    backend: Literal["ssd-int8", "ssd-opencv"] = Field(
+    backend: Literal["ssd-int8", "ssd-opencv", "unet"] = Field(
         "ssd-int8",
-        description="face detector: 'ssd-int8' (the SSD in int8 on LiteRT) or 'ssd-opencv' (float, cv2.dnn)",
+        description="face detector: 'ssd-int8' (the SSD in int8 on LiteRT), 'ssd-opencv' (float, cv2.dnn) "
+        "or 'unet' (face regions of an int8 U-Net segmenter on LiteRT)",
     )
     bundle: Path | None = Field(
         None, description="ssd-int8: detector bundle folder (default: the one shipped)"
+    )
+    segmenter_bundle: Path | None = Field(
+        None,
+        description="unet: segmenter bundle folder, made by `maskgate convert segmenter` (none is shipped)",
+    )
+    mask_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="unet: face probability from which a mask pixel counts as face"
+    )
+    min_component_px: int = Field(
+        8,
+        ge=1,
+        le=100_000,
+        description="unet: smallest face region kept, in pixels of the segmenter's square mask",
     )
     input_size: tuple[Side, Side] | Literal["frame"] = Field(
         (300, 300),
@@ -99,7 +113,9 @@ class DetectorConfig(Section):
     margin: float = Field(
         0.15, ge=0.0, le=1.0, description="grow each face box by this share per side before classifying"
     )
-    threads: int = Field(0, ge=0, le=64, description="OpenCV threads (0 = one per CPU core)")
+    threads: int = Field(
+        0, ge=0, le=64, description="threads of the detector's runtime, OpenCV or LiteRT (0 = one per core)"
+    )
 
 
 class ClassifierConfig(Section):

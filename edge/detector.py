@@ -1,7 +1,8 @@
 """Face detectors behind one small interface: an image in, scored face boxes out.
 
 ``ssd-opencv`` is OpenCV's published ResNet-10 SSD run through ``cv2.dnn``;
-its files come from the fetch cache, so they are the verified ones. The
+its files come from the fetch cache, so they are the verified ones. ``unet``
+(``edge.unet``) finds faces as regions of a segmentation mask instead. The
 detector input size is a choice: 300x300 as published, or the frame's own
 size, which finds smaller (more distant) faces at a higher cost.
 """
@@ -243,6 +244,10 @@ def make_detector(cfg: DetectorConfig) -> FaceDetector:
             min_face_px=cfg.min_face_px,
             threads=cfg.threads,
         )
+    if cfg.backend == "unet":
+        from .unet import make_unet_detector
+
+        return make_unet_detector(cfg)
     if cfg.backend == "ssd-opencv":
         return SsdOpenCvDetector(
             fetch.ensure(SSD_PROTOTXT),

@@ -40,7 +40,10 @@ def test_shipped_example_configs_are_valid_and_document_every_key(name):
         ("[detector]\nconfidence = 1.5", "detector.confidence: Input should be less than or equal to 0.99"),
         ("[detector]\ninput_size = [300]", "detector.input_size"),
         ("[detector]\ninput_size = 'big'", "detector.input_size"),
-        ("[detector]\nbackend = 'yolo'", "detector.backend: Input should be 'ssd-int8' or 'ssd-opencv'"),
+        (
+            "[detector]\nbackend = 'yolo'",
+            "detector.backend: Input should be 'ssd-int8', 'ssd-opencv' or 'unet'",
+        ),
         ("[outputs]\npin_factory = 'gpio'", "outputs.pin_factory"),
         ("[outputs]\nrelay_pin = 17\nred_pin = 17", "outputs: pin 17 is given to more than one output"),
         ("[decision]\nwindow = 4\nconfirm = 2", "decision: confirm (2) must be more than half of window (4)"),
