@@ -50,8 +50,10 @@ def resolve_run(path: Path) -> tuple[Path, dict[str, Any]]:
         config = json.loads((model.parent / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ModelFileError(f"model {model}: no readable config.json beside it; not a train-unet run") from e
-    if config.get("kind") != KIND:
+    if not isinstance(config, dict) or config.get("kind") != KIND:
         raise ModelFileError(f"model {model} is not a segmenter run (a classifier? use `maskgate convert`)")
+    if not isinstance(config.get("input_size"), int):
+        raise ModelFileError(f"model {model}: its config.json names no input_size; not a complete run")
     return model, config
 
 

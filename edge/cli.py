@@ -184,7 +184,7 @@ def _models_fetch(args: argparse.Namespace) -> int:
             continue
         try:
             path, state = fetch.fetch_one(item, mirror=mirror)
-        except fetch.NotInMirror as e:
+        except (fetch.NotInMirror, fetch.DownloadFailed) as e:
             if not item.optional:
                 print(f"maskgate: error: {e}", file=sys.stderr)
                 failed += 1

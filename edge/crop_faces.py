@@ -65,9 +65,11 @@ class CropFacesConfig(BaseModel):
     threads: int = Field(0, ge=0, le=64, description="detector and classifier threads (0 = one per core)")
 
     @model_validator(mode="after")
-    def _bundle_needs_classify(self) -> CropFacesConfig:
+    def _bundles_fit(self) -> CropFacesConfig:
         if self.bundle is not None and not self.classify:
             raise ValueError("--bundle is the classifier of --classify; add --classify or drop --bundle")
+        if self.detector_bundle is not None and self.detector == "ssd-opencv":
+            raise ValueError("--detector-bundle is for ssd-int8 or unet; ssd-opencv loads the fetched files")
         return self
 
 

@@ -94,9 +94,13 @@ def read_jsonl(path: Path) -> tuple[dict[str, list[Prediction]], list[float]]:
 
 
 def seen_scenes(split_json: Path) -> set[str]:
-    """Image names of the VOC scenes a training run used for training or validation."""
-    rows = read_manifest(split_json, "train") + read_manifest(split_json, "val")
-    return {path.name for path, _, box in rows if box is not None}
+    """Image names of the VOC scenes a training run used for training or validation.
+
+    Chosen by root, not by box: a segmenter also trains on scenes without faces (rows with no box),
+    and those must not be scored as unseen either.
+    """
+    rows = read_manifest(split_json, "train", root="voc") + read_manifest(split_json, "val", root="voc")
+    return {path.name for path, _, _ in rows}
 
 
 def score(

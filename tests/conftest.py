@@ -138,3 +138,19 @@ def faces_dir(tmp_path) -> Path:
 @pytest.fixture
 def voc_dir(tmp_path) -> Path:
     return make_voc(tmp_path / "voc")
+
+
+@pytest.fixture(scope="session")
+def unet_run(tmp_path_factory):
+    """A complete tiny train-unet run (6 generated scenes at 64 px, untrained encoder, one epoch per
+    phase), shared by the segmentation and conversion tests."""
+    from maskgate.train.segment_config import SegmentTrainConfig
+    from maskgate.train.segment_run import train_unet
+
+    tmp = tmp_path_factory.mktemp("unet")
+    voc = make_voc(tmp / "voc", scenes=6)
+    cfg = SegmentTrainConfig(
+        voc=voc, out=tmp / "run", input_size=64, weights="none", decoder_filters=8, batch_size=4, epochs=1,
+        fine_tune_epochs=1, val_fraction=0.2, test_fraction=0.2, overlays=2, seed=5,
+    )  # fmt: skip
+    return train_unet(cfg, progress=False)

@@ -9,28 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, make_voc, maskgate
+from conftest import assert_one_line_error, maskgate
 from maskgate.edge.bundle import CHECKSUMS, default_bundle_path, load_bundle
 from maskgate.edge.cli import main
 from maskgate.edge.config import DetectorConfig
 from maskgate.edge.detector import Detection, make_detector
 from maskgate.edge.errors import ModelFileError
 from maskgate.edge.unet import prepare_scene
-
-
-@pytest.fixture(scope="module")
-def unet_run(tmp_path_factory):
-    """A tiny train-unet run: 6 generated scenes at 64 px, untrained encoder, one epoch."""
-    from maskgate.train.segment_config import SegmentTrainConfig
-    from maskgate.train.segment_run import train_unet
-
-    tmp = tmp_path_factory.mktemp("unet")
-    voc = make_voc(tmp / "voc", scenes=6)
-    cfg = SegmentTrainConfig(
-        voc=voc, out=tmp / "run", input_size=64, weights="none", decoder_filters=8, batch_size=4, epochs=1,
-        fine_tune_epochs=0, val_fraction=0.2, test_fraction=0.2, overlays=0, seed=5,
-    )  # fmt: skip
-    return train_unet(cfg, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +70,7 @@ def test_a_corrupt_segmenter_bundle_is_refused(segmenter_bundle, tmp_path):
         make_detector(DetectorConfig(backend="unet", segmenter_bundle=default_bundle_path("classifier")))
 
 
-def test_refusal_writes_nothing(unet_run, tmp_path, monkeypatch):
+def test_refusal_writes_nothing(unet_run, tmp_path, monkeypatch, capsys):
     import keras
 
     # a float model that calls every pixel face has a Dice above 0 on scenes with faces;
@@ -104,6 +89,8 @@ def test_refusal_writes_nothing(unet_run, tmp_path, monkeypatch):
     r_code = main(["-q", "convert", "segmenter", "--model", str(run), "--out", str(out), "--no-float32",
                    "--samples", "8", "--latency-runs", "0"])  # fmt: skip
     assert r_code == 2 and not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "below float's" in err[0] and "no bundle written" in err[0], err
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 

@@ -19,7 +19,7 @@ import shlex
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +47,6 @@ class Scene:
     boxes: list[tuple[str, tuple[int, int, int, int]]]  # (VOC class, box in frame pixels)
     width: int = 0
     height: int = 0
-
-
-@dataclass
-class Scenes:
-    """Scenes as arrays at the model's input size: ``images`` N x S x S x 3 RGB, ``masks`` N x S x S."""
-
-    scenes: list[Scene]
-    images: np.ndarray
-    masks: np.ndarray
-    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def list_scenes(voc: Path) -> tuple[list[Scene], list[tuple[str, str]]]:
