@@ -25,12 +25,12 @@ import numpy as np
 from maskgate.edge import atomic, bundle, sysinfo
 from maskgate.edge.errors import ModelFileError, OutputExistsError
 from maskgate.edge.litert import load_interpreter, runtime_name
-from maskgate.edge.timing import measure, summarize
 from maskgate.edge.unet import KIND, UnetDetector, describe_preprocessing
 from maskgate.train.segment_metrics import THRESHOLD, segmentation_metrics
 from maskgate.train.segment_run import MANIFEST, load_scenes, read_split_scenes
 
 from .config import SegmenterConvertConfig
+from .detector import latency
 from .quantize import to_tflite
 from .run import ConversionRefused
 
@@ -69,20 +69,6 @@ def calibration_scenes(images: np.ndarray) -> list[np.ndarray]:
     out[0][0, 0] = 0
     out[0][0, 1] = 255
     return out
-
-
-def latency(tflite: bytes, image: np.ndarray, threads: int, runs: int) -> dict[str, float] | None:
-    """Network time per scene after warm-up: a benchmark figure for the report, not a test."""
-    it = load_interpreter(tflite, num_threads=threads)
-    d = it.get_input_details()[0]
-    x = image[None].astype(d["dtype"], copy=False)
-
-    def run(_):
-        it.set_tensor(d["index"], x)
-        it.invoke()
-
-    wall, _ = measure(run, range(runs), warmup=3)
-    return summarize(wall)
 
 
 def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
@@ -196,7 +182,7 @@ def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
         if cfg.latency_runs:
             for threads in (1, 2):
                 timing[f"{threads} thread(s)"] = {
-                    name: latency(data, test_images[0], threads, cfg.latency_runs)
+                    name: latency(data, test_images[0], (size, size), threads, cfg.latency_runs)
                     for name, data in models.items()
                 }
         metadata["verification"] = verification
