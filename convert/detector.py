@@ -12,7 +12,6 @@ command refuses and writes nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -269,12 +268,9 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
     for h in metadata["ssd"]["heads"]:
         h.pop("head", None)
     with atomic.staged_dir(cfg.out) as stage:
-        for name, data in models.items():
-            atomic.write_bytes(stage / name, data)
-        atomic.write_text(stage / bundle.LABELS, "face\n")
-        atomic.write_text(stage / bundle.METADATA, json.dumps(metadata, indent=2) + "\n")
-        bundle.write_checksums(stage)
-        staged = bundle.load_bundle(stage, kind="detector")  # what we ship must pass the device's own check
+        staged = bundle.write_bundle(
+            stage, kind="detector", metadata=metadata, models=models, labels=["face"]
+        )
 
         logger.info("verifying on %d held-out images against OpenCV's float detector", len(verify_images))
         verification = verify(verify_images, cfg.sizes, staged, cfg, opencv)
@@ -320,10 +316,7 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
             "confidence": cfg.verify_confidence,
         }
         metadata["latency_ms_on_converting_machine"] = timing
-        atomic.write_text(stage / bundle.METADATA, json.dumps(metadata, indent=2) + "\n")
-        atomic.write_text(stage / "report.md", _report(metadata, models))
-        bundle.write_checksums(stage)
-        bundle.load_bundle(stage, kind="detector")
+        bundle.write_bundle(stage, kind="detector", metadata=metadata, report=_report(metadata, models))
     logger.info("detector bundle written to %s (int8 model %.2f MB)", cfg.out, len(models[INT8_NAME]) / 1e6)
     return cfg.out
 

@@ -242,13 +242,8 @@ def convert(cfg: ConvertConfig) -> Path:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with atomic.staged_dir(cfg.out) as stage:
-        for name, data in models.items():
-            atomic.write_bytes(stage / name, data)
-        atomic.write_text(stage / bundle.LABELS, "\n".join(classes) + "\n")
-        atomic.write_text(stage / bundle.METADATA, json.dumps(metadata, indent=2) + "\n")
-        atomic.write_text(stage / "report.md", _report(metadata, models))
-        bundle.write_checksums(stage)
-        bundle.load_bundle(stage, kind="classifier")  # what we ship must pass the device's own check
+        bundle.write_bundle(stage, kind="classifier", metadata=metadata, models=models, labels=classes,
+                            report=_report(metadata, models))  # fmt: skip
     logger.info("bundle written to %s (int8 model %.2f MB)", cfg.out, len(models[INT8_NAME]) / 1e6)
     return cfg.out
 

@@ -147,12 +147,7 @@ def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with atomic.staged_dir(cfg.out) as stage:
-        for name, data in models.items():
-            atomic.write_bytes(stage / name, data)
-        atomic.write_text(stage / bundle.LABELS, "face\n")
-        atomic.write_text(stage / bundle.METADATA, json.dumps(metadata, indent=2) + "\n")
-        bundle.write_checksums(stage)
-        staged = bundle.load_bundle(stage, kind=KIND)  # what we ship must pass the device's own check
+        staged = bundle.write_bundle(stage, kind=KIND, metadata=metadata, models=models, labels=["face"])
 
         logger.info("verifying on %d held-out test scenes against the Keras float model", len(test_images))
         detector = UnetDetector(staged, threads=os.cpu_count() or 1)
@@ -187,10 +182,7 @@ def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
                 }
         metadata["verification"] = verification
         metadata["latency_ms_on_converting_machine"] = timing
-        atomic.write_text(stage / bundle.METADATA, json.dumps(metadata, indent=2) + "\n")
-        atomic.write_text(stage / "report.md", _report(metadata, models))
-        bundle.write_checksums(stage)
-        bundle.load_bundle(stage, kind=KIND)
+        bundle.write_bundle(stage, kind=KIND, metadata=metadata, report=_report(metadata, models))
     logger.info("segmenter bundle written to %s (int8 model %.2f MB)", cfg.out, len(models[INT8_NAME]) / 1e6)
     return cfg.out
 

@@ -95,6 +95,31 @@ def write_checksums(folder: Path) -> None:
     atomic.write_text(folder / CHECKSUMS, "\n".join(lines) + "\n")
 
 
+def write_bundle(
+    folder: Path,
+    *,
+    kind: str,
+    metadata: dict,
+    models: dict[str, bytes] | None = None,
+    labels: list[str] | None = None,
+    report: str | None = None,
+) -> Bundle:
+    """Write the given parts into a (staged) bundle folder, reseal its checksums and load it back.
+
+    Loading it as the device would is the point: what a converter ships must pass the device's own
+    check. Called again with only ``metadata`` and ``report``, it updates a bundle already written.
+    """
+    for name, data in (models or {}).items():
+        atomic.write_bytes(folder / name, data)
+    if labels is not None:
+        atomic.write_text(folder / LABELS, "\n".join(labels) + "\n")
+    atomic.write_text(folder / METADATA, json.dumps(metadata, indent=2) + "\n")
+    if report is not None:
+        atomic.write_text(folder / "report.md", report)
+    write_checksums(folder)
+    return load_bundle(folder, kind=kind)
+
+
 def _read_checksums(path: Path) -> dict[str, str]:
     try:
         text = (path / CHECKSUMS).read_text(encoding="utf-8")

@@ -124,8 +124,12 @@ def test_bad_sources_and_options_are_one_line_and_leave_nothing(photos, tmp_path
         (["--source", str(photos), "--classify", "--bundle", str(tmp_path)], "o5", "not a maskgate bundle"),
         (["--source", str(photos), "--margin", "2"], "o6", "--margin"),
         (["--source", str(photos), "--detector", "yolo"], "o7", "--detector"),
-        (["--source", str(photos), "--detector", "ssd-opencv", "--detector-bundle", str(tmp_path)], "o8",
-         "--detector-bundle", "ssd-opencv"),  # fmt: skip
+        (
+            ["--source", str(photos), "--detector", "ssd-opencv", "--detector-bundle", str(tmp_path)],
+            "o8",
+            "--detector-bundle",
+            "ssd-opencv",
+        ),
         (["--source", str(photos)], "existing", "already exists"),
     ]
     for args, out, *fragments in cases:
