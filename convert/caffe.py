@@ -10,7 +10,7 @@ The rebuilt graph takes uint8-range BGR pixels (the mean subtraction of
 that is a multiple of 4 gives OpenCV's outputs), and ends at the twelve
 prediction heads: box offsets and face/background logits per feature map.
 Prior boxes, decoding and non-maximum suppression happen on the device, in
-numpy (``maskgate.edge.ssd``), from parameters this module reads off the
+numpy (``maskgate.edge.detectors.ssd_decoding``), from parameters this module reads off the
 prototxt's PriorBox and DetectionOutput layers.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from maskgate.edge.errors import ModelFileError
-from maskgate.edge.ssd import MEAN_BGR as SSD_MEAN_BGR
+from maskgate.edge.core.errors import ModelFileError
+from maskgate.edge.core.preprocess import SSD_MEAN_BGR as SSD_MEAN_BGR
 
 # --- the prototxt: protobuf text format ----------------------------------------------------------
 

@@ -1,32 +1,41 @@
-"""``maskgate convert`` and ``maskgate convert detector``, registered with the edge CLI via an entry point."""
+"""``maskgate convert classifier|detector|segmenter``, registered with the edge CLI via an entry point."""
 
 from __future__ import annotations
 
 import argparse
 
-from maskgate.edge.cli import add_config_command
+from maskgate.edge.cli.options import add_config_command, set_default_target
 
 from .config import ConvertConfig, DetectorConvertConfig, SegmenterConvertConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_config_command(
-        sub, "convert", ConvertConfig, required=(), handler=_convert,
-        help="quantise a trained model (or, with 'detector', the face detector) to a verified int8 bundle",
-        description="Convert a training run to full-integer int8 TFLite, verify it against the float "
-        "model on the run's test split, and write a model bundle; refuse if int8 loses too much accuracy. "
-        "'maskgate convert detector' does the same for OpenCV's SSD face detector.",
-    )  # fmt: skip
-    targets = p.add_subparsers(dest="convert_target", metavar="[detector|segmenter]")
+    p = sub.add_parser(
+        "convert",
+        help="quantise a model to a verified int8 bundle: classifier, detector or segmenter",
+        description="Convert a model to full-integer int8 TFLite, verify it against its float original "
+        "and write a model bundle; refuse if int8 loses too much. 'maskgate convert --model RUN ...' "
+        "is short for 'maskgate convert classifier --model RUN ...'.",
+    )
+    targets = p.add_subparsers(
+        dest="convert_target", required=True, metavar="{classifier,detector,segmenter}"
+    )
+    set_default_target("convert", "classifier")
     add_config_command(
-        targets, "detector", DetectorConvertConfig, required=("out",), handler=_convert_detector,
+        targets, "classifier", ConvertConfig, handler=_convert,
+        help="a training run's classifier as a verified int8 bundle",
+        description="Convert a training run to full-integer int8 TFLite, verify it against the float "
+        "model on the run's test split, and write a model bundle; refuse if int8 loses too much accuracy.",
+    )  # fmt: skip
+    add_config_command(
+        targets, "detector", DetectorConvertConfig, handler=_convert_detector,
         help="OpenCV's SSD face detector as a verified int8 LiteRT bundle",
         description="Rebuild OpenCV's ResNet-10 SSD with its published weights, convert it to full-integer "
         "int8 with a dynamic input size, verify it against OpenCV's float detector on held-out scene images, "
         "and write a detector bundle; refuse if it finds too few of OpenCV's faces.",
     )  # fmt: skip
     add_config_command(
-        targets, "segmenter", SegmenterConvertConfig, required=("model", "out"), handler=_convert_segmenter,
+        targets, "segmenter", SegmenterConvertConfig, handler=_convert_segmenter,
         help="a train-unet run as a verified int8 segmenter bundle (detector backend 'unet')",
         description="Convert a U-Net face segmenter run to full-integer int8 calibrated on its training "
         "scenes, verify it against the Keras float model on its held-out test scenes (Dice against the float "

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from maskgate.edge.ssd import check_sizes, parse_sizes
+from maskgate.edge.core.settings import Section
+from maskgate.edge.core.sizes import check_sizes, parse_sizes
 
 
-class ConvertConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ConvertConfig(Section):
     model: Path = Field(description="training run directory (or its model.keras)")
     out: Path = Field(description="bundle directory to create (must not exist)")
     representative: Path | None = Field(
@@ -36,9 +35,7 @@ class ConvertConfig(BaseModel):
     seed: int = Field(1337, ge=0, description="seed for drawing calibration images")
 
 
-class DetectorConvertConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class DetectorConvertConfig(Section):
     out: Path = Field(description="bundle directory to create (must not exist)")
     representative: Path | None = Field(
         None,
@@ -68,9 +65,7 @@ class DetectorConvertConfig(BaseModel):
     _check = field_validator("sizes")(lambda v: check_sizes(v))
 
 
-class SegmenterConvertConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SegmenterConvertConfig(Section):
     model: Path = Field(description="train-unet run directory (or its model.keras)")
     out: Path = Field(description="bundle directory to create (must not exist)")
     voc: Path | None = Field(

@@ -23,14 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from maskgate.edge import atomic, bundle, fetch, sysinfo
-from maskgate.edge.detector import SSD_PROTOTXT, SSD_WEIGHTS, SsdInt8Detector, SsdOpenCvDetector
-from maskgate.edge.errors import DataError, MaskgateError, ModelFileError, OutputExistsError
-from maskgate.edge.imageio import IMAGE_SUFFIXES, read_image
-from maskgate.edge.litert import load_interpreter, runtime_name
-from maskgate.edge.scoring import match_scored
-from maskgate.edge.ssd import describe_preprocessing
-from maskgate.edge.timing import measure, summarize
+from maskgate.edge.core import atomic, bundle, fetch, sysinfo
+from maskgate.edge.core.errors import DataError, MaskgateError, ModelFileError, OutputExistsError
+from maskgate.edge.core.imageio import IMAGE_SUFFIXES, read_image
+from maskgate.edge.core.litert import load_interpreter, runtime_name
+from maskgate.edge.core.metadata import FORMAT, VERSION
+from maskgate.edge.core.preprocess import describe_ssd as describe_preprocessing
+from maskgate.edge.core.sysinfo import resolve_threads
+from maskgate.edge.core.timing import measure, summarize
+from maskgate.edge.detectors.ssd import SSD_PROTOTXT, SSD_WEIGHTS, SsdInt8Detector, SsdOpenCvDetector
+from maskgate.edge.tools.scoring import match_scored
 
 from .config import DetectorConvertConfig
 from .quantize import to_tflite
@@ -97,7 +99,7 @@ def verify(
             input_size=(w, h),
             confidence=cfg.verify_confidence * 0.8,
             min_face_px=1,
-            threads=os.cpu_count() or 1,
+            threads=resolve_threads(),
         )
         total = found = strict = extra = 0
         scores: list[tuple[float, float]] = []
@@ -209,7 +211,7 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
 
     spec = ssd_spec(prototxt)
     model, names = build_keras(prototxt, weights)
-    opencv = SsdOpenCvDetector(prototxt, weights, threads=os.cpu_count() or 1)
+    opencv = SsdOpenCvDetector(prototxt, weights, threads=resolve_threads())
     verify_images = _read(verify_files)
     diff = raw_difference(model, opencv, verify_images[:5], names, cfg.sizes)
     logger.info("Keras rebuild vs OpenCV, raw head outputs on 5 frames: max abs difference %.2e", diff)
@@ -234,8 +236,8 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
     outputs = output_order(models[INT8_NAME], len(names))
 
     metadata: dict[str, Any] = {
-        "format": bundle.FORMAT,
-        "version": bundle.VERSION,
+        "format": FORMAT,
+        "version": VERSION,
         "kind": "detector",
         "model": INT8_NAME,
         "float_model": FLOAT_NAME if FLOAT_NAME in models else None,
@@ -311,9 +313,9 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
                         timing[key]["tflite-float32"] = latency(
                             models[FLOAT_NAME], image, size, threads, cfg.latency_runs
                         )
-        metadata["verification"] = verification | {
-            "tolerance": cfg.tolerance,
-            "confidence": cfg.verify_confidence,
+        metadata["metrics"] = {
+            "training": None,  # a third-party model: no run of ours to report
+            "verification": verification | {"tolerance": cfg.tolerance, "confidence": cfg.verify_confidence},
         }
         metadata["latency_ms_on_converting_machine"] = timing
         bundle.write_bundle(stage, kind="detector", metadata=metadata, report=_report(metadata, models))
@@ -322,7 +324,7 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
 
 
 def _report(meta: dict[str, Any], models: dict[str, bytes]) -> str:
-    v = meta["verification"]
+    v = meta["metrics"]["verification"]
     lines = [
         "# maskgate detector bundle",
         "",
@@ -330,7 +332,8 @@ def _report(meta: dict[str, Any], models: dict[str, bytes]) -> str:
         "",
         "OpenCV's ResNet-10 SSD face detector, rebuilt with its published weights (raw head outputs within "
         f"{meta['source']['rebuild_max_abs_diff']:.1e} of OpenCV's), full-integer int8: uint8 BGR pixels in, "
-        "int8 head outputs out; prior boxes, decoding and NMS on the device (`maskgate.edge.ssd`).",
+        "int8 head outputs out; prior boxes, decoding and NMS on the device "
+        "(`edge/detectors/ssd_decoding.py`).",
         "",
         "| file | size |",
         "| --- | --- |",

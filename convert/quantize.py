@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 
-from maskgate.edge.litert import quiet_native_stderr
+from maskgate.edge.core.litert import quiet_native_stderr
 
 MODES = ("int8", "float32", "float16", "dynamic_range")
 

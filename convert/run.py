@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from maskgate.edge import atomic, bundle, preprocess, sysinfo
-from maskgate.edge.classifier import TFLiteClassifier
-from maskgate.edge.errors import DataError, MaskgateError, OutputExistsError
-from maskgate.edge.imageio import read_image
-from maskgate.edge.litert import runtime_name
-from maskgate.edge.timing import measure, summarize
+from maskgate.edge.core import atomic, bundle, preprocess, sysinfo
+from maskgate.edge.core.errors import DataError, MaskgateError, OutputExistsError
+from maskgate.edge.core.imageio import read_image
+from maskgate.edge.core.litert import runtime_name
+from maskgate.edge.core.metadata import FORMAT, VERSION
+from maskgate.edge.core.sysinfo import resolve_threads
+from maskgate.edge.core.timing import measure, summarize
+from maskgate.edge.gate.classifier import TFLiteClassifier
 from maskgate.train.dataset import Sample, load_example, scan_folder
 from maskgate.train.evaluate import load_keras_model, predict_tflite, resolve_model, run_split_samples
 from maskgate.train.metrics import FROM_VALIDATION, choose_masked_threshold, classification_metrics
@@ -150,7 +152,7 @@ def convert(cfg: ConvertConfig) -> Path:
         if wanted:
             models[f"model_{mode}.tflite"] = to_tflite(model, mode)
 
-    int8 = TFLiteClassifier(models[INT8_NAME], num_threads=os.cpu_count() or 1)
+    int8 = TFLiteClassifier(models[INT8_NAME], num_threads=resolve_threads())
     int8_threshold = threshold
     if run_config.get("threshold_source") == FROM_VALIDATION:
         # The device decides on int8 probabilities (steps of 1/256): choose its threshold on them,
@@ -200,10 +202,10 @@ def convert(cfg: ConvertConfig) -> Path:
                     data, face, threads=threads, runs=cfg.latency_runs
                 )
 
-    info = int8._input, int8._output  # quantisation as the interpreter reads it
+    info = int8.input_details, int8.output_details  # quantisation as the interpreter reads it
     metadata = {
-        "format": bundle.FORMAT,
-        "version": bundle.VERSION,
+        "format": FORMAT,
+        "version": VERSION,
         "kind": "classifier",
         "model": INT8_NAME,
         "float_model": FLOAT_NAME if FLOAT_NAME in models else None,

@@ -22,10 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from maskgate.edge import atomic, bundle, sysinfo
-from maskgate.edge.errors import ModelFileError, OutputExistsError
-from maskgate.edge.litert import load_interpreter, runtime_name
-from maskgate.edge.unet import KIND, UnetDetector, describe_preprocessing
+from maskgate.edge.core import atomic, bundle, sysinfo
+from maskgate.edge.core.errors import ModelFileError, OutputExistsError
+from maskgate.edge.core.litert import load_interpreter, runtime_name
+from maskgate.edge.core.metadata import FORMAT, VERSION
+from maskgate.edge.core.preprocess import describe_scene as describe_preprocessing
+from maskgate.edge.core.sysinfo import resolve_threads
+from maskgate.edge.detectors.unet import KIND, UnetDetector
 from maskgate.train.segment_metrics import THRESHOLD, segmentation_metrics
 from maskgate.train.segment_run import MANIFEST, load_scenes, read_split_scenes
 
@@ -105,8 +108,8 @@ def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
     it = load_interpreter(models[INT8_NAME])
     qin, qout = it.get_input_details()[0], it.get_output_details()[0]
     metadata: dict[str, Any] = {
-        "format": bundle.FORMAT,
-        "version": bundle.VERSION,
+        "format": FORMAT,
+        "version": VERSION,
         "kind": KIND,
         "model": INT8_NAME,
         "float_model": FLOAT_NAME if FLOAT_NAME in models else None,
@@ -140,7 +143,6 @@ def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
             "model_sha256": bundle.sha256_file(model_path),
             "run": model_path.parent.name,
             "weights": run_config.get("weights"),
-            "training_metrics": _training_metrics(model_path.parent),
             "calibration": {"scenes": len(calib_images), "split": "train", "seed": cfg.seed},
         },
         "libraries": sysinfo.library_versions() | {"runtime": runtime_name()},
@@ -150,7 +152,7 @@ def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
         staged = bundle.write_bundle(stage, kind=KIND, metadata=metadata, models=models, labels=["face"])
 
         logger.info("verifying on %d held-out test scenes against the Keras float model", len(test_images))
-        detector = UnetDetector(staged, threads=os.cpu_count() or 1)
+        detector = UnetDetector(staged, threads=resolve_threads())
         int8_probs = np.stack([detector.mask(x) for x in test_images])
         detector.close()
         verification = {
@@ -180,7 +182,7 @@ def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
                     name: latency(data, test_images[0], (size, size), threads, cfg.latency_runs)
                     for name, data in models.items()
                 }
-        metadata["verification"] = verification
+        metadata["metrics"] = {"training": _training_metrics(model_path.parent), "verification": verification}
         metadata["latency_ms_on_converting_machine"] = timing
         bundle.write_bundle(stage, kind=KIND, metadata=metadata, report=_report(metadata, models))
     logger.info("segmenter bundle written to %s (int8 model %.2f MB)", cfg.out, len(models[INT8_NAME]) / 1e6)
@@ -196,7 +198,7 @@ def _training_metrics(run: Path) -> dict[str, Any] | None:
 
 
 def _report(meta: dict[str, Any], models: dict[str, bytes]) -> str:
-    v = meta["verification"]
+    v = meta["metrics"]["verification"]
     qin = meta["input"]["quantization"]
 
     def row(name: str, m: dict) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskgate.edge.analyzer import FrameAnalyzer
-from maskgate.edge.bundle import default_bundle_path, load_bundle
-from maskgate.edge.config import ClassifierConfig, DecisionConfig, DetectorConfig
-from maskgate.edge.detector import Detection, FaceDetector
+from maskgate.edge.core.bundle import default_bundle_path, load_bundle
+from maskgate.edge.detectors.base import Detection, FaceDetector
+from maskgate.edge.detectors.config import DetectorConfig
+from maskgate.edge.gate.analyzer import FrameAnalyzer
+from maskgate.edge.gate.config import ClassifierConfig, DecisionConfig
 
 
 class FixedDetector(FaceDetector):
@@ -68,7 +69,7 @@ def test_the_gate_never_classifies_faint_or_distant_faces(bundle, monkeypatch):
 
 
 def test_from_config_takes_the_decision_filters_only_for_the_gate(monkeypatch):
-    monkeypatch.setattr("maskgate.edge.analyzer.make_detector", lambda cfg: FixedDetector([]))
+    monkeypatch.setattr("maskgate.edge.gate.analyzer.make_detector", lambda cfg: FixedDetector([]))
     decision = DecisionConfig(min_face_px=55, min_detection_score=0.7)
     gate = FrameAnalyzer.from_config(DetectorConfig(), ClassifierConfig(), decision)
     batch = FrameAnalyzer.from_config(DetectorConfig(), ClassifierConfig())

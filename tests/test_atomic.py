@@ -1,7 +1,7 @@
 import pytest
 
-from maskgate.edge import atomic
-from maskgate.edge.errors import OutputExistsError
+from maskgate.edge.core import atomic
+from maskgate.edge.core.errors import OutputExistsError
 
 
 def test_staged_dir_appears_only_on_success(tmp_path):

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import assert_one_line_error, make_faces, maskgate
 from maskgate.edge.cli import main
-from maskgate.edge.errors import ModelFileError
+from maskgate.edge.core.errors import ModelFileError
+from maskgate.edge.gate.classifier import classifier_from_bundle
 
 pytest.importorskip("tensorflow")
 
@@ -97,7 +98,7 @@ def test_resnet50_imagenet_weights_come_through_the_fetch_step_verified_by_md5(t
     import keras
     from keras.src.legacy.saving import legacy_h5_format
 
-    from maskgate.edge import fetch
+    from maskgate.edge.core import fetch
     from maskgate.train.config import RESNET50_WEIGHTS, TrainConfig
     from maskgate.train.model import backbone_of, build_classifier
     from maskgate.train.run import resolve_weights
@@ -144,8 +145,8 @@ def test_alpha_belongs_to_mobilenet_v2(tmp_path, capsys):
 
 def test_a_resnet50_run_trains_and_converts_to_int8(tmp_path):
     """`--backbone resnet50` end to end at 32 px: a run, then an int8 bundle the device loads."""
-    from maskgate.edge.bundle import load_bundle
-    from maskgate.edge.preprocess import describe
+    from maskgate.edge.core.bundle import load_bundle
+    from maskgate.edge.core.preprocess import describe
 
     faces = make_faces(tmp_path / "faces", per_class=10, messy=False)
     run, out = tmp_path / "run", tmp_path / "bundle"
@@ -161,8 +162,8 @@ def test_a_resnet50_run_trains_and_converts_to_int8(tmp_path):
     convert = ["--samples", "8", "--latency-runs", "0", "--no-float32", "--tolerance", "100"]
     assert main(["-q", "convert", "--model", str(run), "--out", str(out), *convert]) == 0
     b = load_bundle(out, kind="classifier")
-    assert b.metadata["source"]["backbone"] == "ResNet50"
-    assert b.metadata["source"]["normalization"]["mean"] == [103.939, 116.779, 123.68]
-    assert b.metadata["preprocessing"] == describe(32)  # what the device does is backbone-independent
-    probs = b.classifier().predict(np.zeros((2, 32, 32, 3), np.uint8))
+    assert b.metadata.source["backbone"] == "ResNet50"
+    assert b.metadata.source["normalization"]["mean"] == [103.939, 116.779, 123.68]
+    assert b.metadata.preprocessing == describe(32)  # what the device does is backbone-independent
+    probs = classifier_from_bundle(b).predict(np.zeros((2, 32, 32, 3), np.uint8))
     assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1.0, atol=0.02)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_one_line_error, face, maskgate
-from maskgate.edge.bench import SCHEMA, STAGES, BenchConfig, Series, keras_plugin, ratios
+from maskgate.edge.tools.bench import SCHEMA, STAGES, BenchConfig, Series, keras_plugin, ratios
 
 
 def test_statistics_of_known_timings():
@@ -59,9 +59,9 @@ def test_without_tensorflow_the_keras_variant_is_skipped_with_the_reason(monkeyp
         def load(self):
             raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
 
-    monkeypatch.setattr("maskgate.edge.bench.entry_points", lambda group: [Broken()])
+    monkeypatch.setattr("maskgate.edge.tools.bench.entry_points", lambda group: [Broken()])
     assert keras_plugin() == "TensorFlow is not installed (tensorflow); pip install 'maskgate[train]'"
-    monkeypatch.setattr("maskgate.edge.bench.entry_points", lambda group: [])
+    monkeypatch.setattr("maskgate.edge.tools.bench.entry_points", lambda group: [])
     assert "train stage is not installed" in keras_plugin()
 
 
@@ -126,8 +126,8 @@ def test_a_bad_source_is_one_line(tmp_path):
 
 
 def test_agreement_and_scenes_metric_on_hand_made_faces():
-    from maskgate.edge.analyzer import Face
-    from maskgate.edge.bench import agreement, scenes_metric
+    from maskgate.edge.gate.analyzer import Face
+    from maskgate.edge.tools.bench import agreement, scenes_metric
 
     def f(box, score, label="with_mask"):
         return Face(box, score, label, 0.9, 0.9, True)

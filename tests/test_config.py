@@ -7,8 +7,8 @@ import re
 import pytest
 
 from conftest import REPO
-from maskgate.edge.config import GateConfig, build, load, parse_override, read_toml
-from maskgate.edge.errors import ConfigError
+from maskgate.edge.core.errors import ConfigError
+from maskgate.edge.gate.config import GateConfig, build, load, parse_override, read_toml
 
 
 def test_defaults_are_a_complete_configuration():

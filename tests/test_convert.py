@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import make_faces
-from maskgate.edge.bundle import load_bundle, write_checksums
 from maskgate.edge.cli import main
-from maskgate.edge.errors import ModelFileError
+from maskgate.edge.core.bundle import load_bundle, write_checksums
+from maskgate.edge.core.errors import ModelFileError
+from maskgate.edge.gate.classifier import classifier_from_bundle
 
 pytest.importorskip("tensorflow")
 
@@ -24,7 +25,7 @@ SIZE = 32
 def _tiny_cnn():
     import keras
 
-    from maskgate.edge.preprocess import INPUT_OFFSET, INPUT_SCALE
+    from maskgate.edge.core.preprocess import INPUT_OFFSET, INPUT_SCALE
 
     return keras.Sequential([
         keras.Input((SIZE, SIZE, 3)),
@@ -73,10 +74,10 @@ def tiny_bundle(tiny_run, tmp_path_factory):
 
 
 def test_bundle_holds_a_full_integer_model_as_its_metadata_says(tiny_bundle):
-    from maskgate.edge.litert import load_interpreter
+    from maskgate.edge.core.litert import load_interpreter
 
     b = load_bundle(tiny_bundle)
-    meta = b.metadata
+    meta = b.metadata.model_dump(mode="json")
     assert meta["input"] == {
         "size": [SIZE, SIZE],
         "dtype": "uint8",
@@ -99,7 +100,7 @@ def test_bundle_holds_a_full_integer_model_as_its_metadata_says(tiny_bundle):
 
 
 def test_verification_compares_float_and_int8(tiny_bundle):
-    v = load_bundle(tiny_bundle).metadata["metrics"]["verification"]
+    v = load_bundle(tiny_bundle).metadata.metrics.verification
     assert v["float"]["accuracy"] >= 0.9  # the tiny model did learn
     assert v["agreement"] >= 0.9 and v["accuracy_drop_pp"] <= 0.5
     assert 0 <= v["probability_diff_mean"] <= v["probability_diff_max"] <= 1
@@ -115,7 +116,7 @@ def test_int8_classifier_matches_the_float_model(tiny_run, tiny_bundle):
 
     test = run_split_samples(tiny_run, "test")
     x = np.stack([load_example(s, SIZE) for s in test])
-    clf = load_bundle(tiny_bundle).classifier()
+    clf = classifier_from_bundle(load_bundle(tiny_bundle))
     p_q = clf.predict(x)
     p_f = keras.models.load_model(tiny_run / "model.keras").predict(x.astype("float32"), verbose=0)
     assert p_q.shape == p_f.shape and np.abs(p_q - p_f).max() < 0.1
@@ -124,15 +125,15 @@ def test_int8_classifier_matches_the_float_model(tiny_run, tiny_bundle):
 
 def test_uint8_faces_enter_the_int8_model_untouched(tiny_bundle):
     """Preprocessing is shared bit for bit: prepared faces are the quantised input as they are."""
-    clf = load_bundle(tiny_bundle).classifier()
+    clf = classifier_from_bundle(load_bundle(tiny_bundle))
     faces = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
     assert clf._quantize(faces) is faces
 
 
 def test_convert_calibrates_on_the_shared_preprocessing(tiny_run):
     from maskgate.convert.run import _load
-    from maskgate.edge.imageio import read_image
-    from maskgate.edge.preprocess import prepare_face
+    from maskgate.edge.core.imageio import read_image
+    from maskgate.edge.core.preprocess import prepare_face
     from maskgate.train.evaluate import run_split_samples
 
     train = run_split_samples(tiny_run, "train")[:5]
@@ -191,7 +192,7 @@ def test_representative_folder_and_no_float_model(tiny_run, tmp_path):
     )
     b = load_bundle(out)
     assert b.float_model_path is None and not (out / "model_float32.tflite").exists()
-    assert b.metadata["source"]["calibration"]["images"] == 8
+    assert b.metadata.source["calibration"]["images"] == 8
 
 
 def test_evaluate_accepts_bundles_and_tflite_files(tiny_bundle, tmp_path):
@@ -264,7 +265,7 @@ def test_consistent_but_wrong_bundles_are_rejected(tiny_bundle, tmp_path):
         b.joinpath("metadata.json").write_text(json.dumps(meta))
 
     with pytest.raises(ModelFileError, match="takes 32 px uint8 input, metadata says 64 px"):
-        load_bundle(_rewrite(tiny_bundle, tmp_path / "4", wrong_size)).classifier()
+        classifier_from_bundle(load_bundle(_rewrite(tiny_bundle, tmp_path / "4", wrong_size)))
 
     def no_masked_class(b):
         meta = json.loads(b.joinpath("metadata.json").read_text())
@@ -303,7 +304,7 @@ def test_convert_bad_inputs_are_one_line(tiny_run, tiny_bundle, tmp_path, capsys
 def test_the_int8_threshold_is_chosen_on_int8_outputs_of_the_validation_split(tiny_run, tmp_path):
     import shutil
 
-    from maskgate.edge.bundle import load_bundle
+    from maskgate.edge.core.bundle import load_bundle
     from maskgate.train.evaluate import predict_tflite, run_split_samples
     from maskgate.train.metrics import choose_threshold
 
@@ -316,7 +317,7 @@ def test_the_int8_threshold_is_chosen_on_int8_outputs_of_the_validation_split(ti
     assert main(["-q", "convert", "--model", str(run), "--out", str(out), "--latency-runs", "0"]) == 0
     b = load_bundle(out)
     val = run_split_samples(run, "val")
-    p = predict_tflite(b.classifier(), val, 32)[:, 0]
+    p = predict_tflite(classifier_from_bundle(b), val, 32)[:, 0]
     expected = choose_threshold(p, np.array([s.label == "with_mask" for s in val]), false_accept_cost=5.0)
-    v = b.metadata["metrics"]["verification"]
+    v = b.metadata.metrics.verification
     assert b.threshold == expected and v["int8"]["threshold"] == expected and v["float"]["threshold"] == 0.5

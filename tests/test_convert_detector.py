@@ -53,8 +53,8 @@ def ssd_files(shared_models, monkeypatch):
 def test_keras_rebuild_reproduces_opencvs_raw_outputs(ssd_files, scenes):
     from maskgate.convert.caffe import build_keras
     from maskgate.convert.detector import raw_difference
-    from maskgate.edge.detector import SsdOpenCvDetector
-    from maskgate.edge.imageio import read_image
+    from maskgate.edge.core.imageio import read_image
+    from maskgate.edge.detectors.ssd import SsdOpenCvDetector
 
     model, names = build_keras(*ssd_files)
     unfolded, _ = build_keras(*ssd_files, fold=False)
@@ -66,21 +66,21 @@ def test_keras_rebuild_reproduces_opencvs_raw_outputs(ssd_files, scenes):
 
 
 def test_a_small_conversion_gives_a_bundle_the_device_runs(ssd_files, scenes, tmp_path):
-    from maskgate.edge.bundle import load_bundle
-    from maskgate.edge.detector import SsdInt8Detector, SsdOpenCvDetector
-    from maskgate.edge.imageio import read_image
+    from maskgate.edge.core.bundle import load_bundle
+    from maskgate.edge.core.imageio import read_image
+    from maskgate.edge.detectors.ssd import SsdInt8Detector, SsdOpenCvDetector
 
     out = tmp_path / "det"
     args = ["-q", *convert_args(out, scenes, verify_images=16, latency_runs=2), "--tolerance", "0.8"]
     assert main(args) == 0
     b = load_bundle(out, kind="detector")
-    v = b.metadata["verification"]["300x300"]
+    v = b.metadata.metrics.verification["300x300"]
     assert v["opencv_faces"] > 0 and v["recall"] >= 0.8 and v["score_correlation"] > 0.9
-    assert b.metadata["input"]["dtype"] == "uint8" and len(b.metadata["ssd"]["outputs"]) == 12
+    assert b.metadata.input.dtype == "uint8" and len(b.metadata.ssd.outputs) == 12
     # each output feeds the head the metadata says: three heads share a shape, so compare values
     image = read_image(scenes / "maksssksksss0.jpg")
     opencv = SsdOpenCvDetector(*ssd_files, threads=1)
-    names = [n for h in b.metadata["ssd"]["heads"] for n in (h["name"], h["name"].replace("_loc", "_conf"))]
+    names = [n for h in b.metadata.ssd.heads for n in (h.name, h.name.replace("_loc", "_conf"))]
     reference = [r.transpose(0, 2, 3, 1) for r in opencv.raw(image, outputs=names)]
     locs, logits, _ = SsdInt8Detector(b).raw(image)
     for ours, theirs in zip(
@@ -131,7 +131,7 @@ def test_convert_detector_mistakes_are_one_line(tmp_path, extra, message):
 
 
 def test_rows_of_the_verification_match_the_definition():
-    from maskgate.edge.scoring import match_scored
+    from maskgate.edge.tools.scoring import match_scored
 
     ref = [((0, 0, 10, 10), 0.9), ((50, 50, 60, 60), 0.6)]
     got = [((1, 1, 10, 10), 0.85), ((100, 100, 110, 110), 0.7)]

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, maskgate
-from maskgate.edge.bundle import CHECKSUMS, default_bundle_path, load_bundle
 from maskgate.edge.cli import main
-from maskgate.edge.config import DetectorConfig
-from maskgate.edge.detector import Detection, make_detector
-from maskgate.edge.errors import ModelFileError
-from maskgate.edge.unet import prepare_scene
+from maskgate.edge.core.bundle import CHECKSUMS, default_bundle_path, load_bundle
+from maskgate.edge.core.errors import ModelFileError
+from maskgate.edge.core.preprocess import prepare_scene
+from maskgate.edge.detectors.base import Detection
+from maskgate.edge.detectors.config import DetectorConfig
+from maskgate.edge.detectors.registry import make_detector
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +29,11 @@ def segmenter_bundle(unet_run, tmp_path_factory):
 
 def test_the_bundle_is_int8_verified_and_runs_on_the_device(segmenter_bundle, unet_run):
     b = load_bundle(segmenter_bundle, kind="segmenter")
-    meta = b.metadata
+    meta = b.metadata.model_dump(mode="json")
     assert meta["input"]["dtype"] == "uint8" and meta["input"]["size"] == [64, 64]
     assert meta["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}  # pixels go in untouched
     assert meta["output"]["dtype"] == "uint8"
-    v = meta["verification"]
+    v = meta["metrics"]["verification"]
     assert v["scenes"] == 1 and {"float_vs_truth", "int8_vs_truth", "int8_vs_float"} <= set(v)
     assert 0.0 <= v["int8_vs_truth"]["dice"] <= 1.0 and v["probability_diff_max"] < 0.5
     assert {"model.tflite", "model_float32.tflite", "report.md", CHECKSUMS} <= {
@@ -83,7 +84,7 @@ def test_refusal_writes_nothing(unet_run, tmp_path, monkeypatch, capsys):
     logit.set_weights([kernel * 0, bias * 0 + 10])
     model.save(run / "model.keras")
     monkeypatch.setattr(
-        "maskgate.edge.unet.UnetDetector.mask", lambda self, x: np.zeros((64, 64), np.float32)
+        "maskgate.edge.detectors.unet.UnetDetector.mask", lambda self, x: np.zeros((64, 64), np.float32)
     )
     out = tmp_path / "seg"
     r_code = main(["-q", "convert", "segmenter", "--model", str(run), "--out", str(out), "--no-float32",

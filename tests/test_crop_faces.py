@@ -18,7 +18,7 @@ import pytest
 
 from conftest import SHARED, assert_one_line_error, maskgate
 from maskgate.edge.cli import main
-from maskgate.edge.voc import parse_voc
+from maskgate.edge.core.voc import parse_voc
 
 SCENES = SHARED / "data" / "scenes"
 SAMPLE = ["maksssksksss0.jpg", "maksssksksss1.jpg", "maksssksksss2.jpg"]
@@ -141,7 +141,7 @@ def test_bad_sources_and_options_are_one_line_and_leave_nothing(photos, tmp_path
 
 
 def test_a_failure_midway_leaves_no_output(photos, tmp_path, monkeypatch):
-    from maskgate.edge import crop_faces
+    from maskgate.edge.tools import crop_faces
 
     calls = []
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from maskgate.edge.errors import DataError
+from maskgate.edge.core.errors import DataError
 from maskgate.train.dataset import content_hash, load_example, scan_folder, scan_voc
 from maskgate.train.split import group_samples, read_manifest, split_counts, split_samples, write_manifest
 
@@ -179,7 +179,7 @@ def test_exif_orientation_is_applied(tmp_path):
     """A phone photo stored sideways with an orientation tag reads upright, as the camera sees it."""
     from PIL import Image
 
-    from maskgate.edge.imageio import read_image
+    from maskgate.edge.core.imageio import read_image
 
     img = np.zeros((20, 40, 3), np.uint8)  # wide: 40 x 20
     img[:, :20] = 255

@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from maskgate.edge.config import DecisionConfig
-from maskgate.edge.decision import OFF, Gate, Phase
-from maskgate.edge.tracking import FaceState, Observation, Tracker, greedy_match, iou_matrix
+from maskgate.edge.core.geometry import greedy_match, iou_matrix
+from maskgate.edge.gate.config import DecisionConfig
+from maskgate.edge.gate.decision import OFF, Gate, Phase
+from maskgate.edge.gate.tracking import FaceState, Observation, Tracker
 
 FPS = 10.0
 NEAR = (100, 100, 200, 220)  # a face 120 px high, close to the camera

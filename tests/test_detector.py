@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from conftest import SHARED
-from maskgate.edge.config import DetectorConfig
-from maskgate.edge.detector import boxes_from_normalized, make_detector, network_size
-from maskgate.edge.errors import FetchError, ModelFileError
-from maskgate.edge.imageio import read_image
-from maskgate.edge.voc import parse_voc
+from maskgate.edge.core.errors import FetchError, ModelFileError
+from maskgate.edge.core.imageio import read_image
+from maskgate.edge.core.sizes import network_size
+from maskgate.edge.core.voc import parse_voc
+from maskgate.edge.detectors.base import boxes_from_normalized
+from maskgate.edge.detectors.config import DetectorConfig
+from maskgate.edge.detectors.registry import make_detector
 
 SCENES = SHARED / "data" / "scenes"
 
@@ -41,14 +43,14 @@ def test_network_size():
 
 def test_detector_files_come_verified_from_the_fetch_step(monkeypatch):
     # no mirror and no network in the test environment: one clear line, not a cv2 crash
-    monkeypatch.setattr("maskgate.edge.fetch.DOWNLOAD_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("maskgate.edge.core.fetch.DOWNLOAD_TIMEOUT_S", 0.5)
     monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     with pytest.raises(FetchError, match="deploy.prototxt: cannot download"):
         make_detector(DetectorConfig(backend="ssd-opencv"))
 
 
 def test_a_corrupt_detector_file_is_refused(tmp_path):
-    from maskgate.edge.detector import SsdOpenCvDetector
+    from maskgate.edge.detectors.ssd import SsdOpenCvDetector
 
     proto, weights = tmp_path / "deploy.prototxt", tmp_path / "w.caffemodel"
     proto.write_text("name: 'broken'\nlayer { nonsense")
@@ -67,7 +69,7 @@ def scene():
 
 
 def test_real_ssd_finds_annotated_faces(shared_models, monkeypatch, scene):
-    from maskgate.edge.tracking import iou_matrix
+    from maskgate.edge.core.geometry import iou_matrix
 
     monkeypatch.setenv("MASKGATE_MIRROR", str(shared_models))
     image, truth = scene

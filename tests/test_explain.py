@@ -15,7 +15,7 @@ import pytest
 
 from conftest import assert_one_line_error, face, make_faces, maskgate
 from maskgate.edge.cli import main
-from maskgate.edge.errors import ModelFileError
+from maskgate.edge.core.errors import ModelFileError
 
 pytest.importorskip("tensorflow")
 
@@ -114,7 +114,7 @@ def test_a_model_that_is_not_a_chain_is_refused():
 
 
 def test_maps_of_a_tiny_trained_run_have_the_input_size_and_vary(tiny_run, tmp_path):
-    from maskgate.edge.preprocess import prepare_face
+    from maskgate.edge.core.preprocess import prepare_face
     from maskgate.train.explain import load_explainer
     from maskgate.train.model import backbone_of
 
@@ -174,7 +174,9 @@ def test_bad_inputs_fail_cleanly_and_leave_nothing(tiny_run, tmp_path, capsys):
         ([str(tiny_run)], [image], existing, "already exists"),
     ]
     for model, images, out, message in cases:
-        assert main(["-q", "explain", "--model", *model, "--image", *images, "--out", str(out)]) == 2, message
+        assert main(["-q", "explain", "--model", *model, "--source", *images, "--out", str(out)]) == 2, (
+            message
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0] and "Traceback" not in err[0], err
         assert out == existing or not out.exists()
@@ -183,6 +185,6 @@ def test_bad_inputs_fail_cleanly_and_leave_nothing(tiny_run, tmp_path, capsys):
 
 def test_a_missing_image_is_one_line_from_the_command(tmp_path):
     r = maskgate(
-        "explain", "--model", "runs/x", "--image", str(tmp_path / "gone.jpg"), "--out", str(tmp_path / "o")
+        "explain", "--model", "runs/x", "--source", str(tmp_path / "gone.jpg"), "--out", str(tmp_path / "o")
     )
-    assert_one_line_error(r, "--image", "gone.jpg", "no such file")
+    assert_one_line_error(r, "--source", "gone.jpg", "no such file")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from maskgate.edge import fetch
 from maskgate.edge.cli import main
-from maskgate.edge.errors import FetchError
+from maskgate.edge.core import fetch
+from maskgate.edge.core.errors import FetchError
 
 
 def _manifest(

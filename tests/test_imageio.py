@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from maskgate.edge.errors import ImageReadError, MaskgateError
-from maskgate.edge.imageio import read_image
+from maskgate.edge.core.errors import ImageReadError, MaskgateError
+from maskgate.edge.core.imageio import read_image
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ import time
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from maskgate.edge.config import OutputsConfig
-from maskgate.edge.decision import OFF, Signals
-from maskgate.edge.errors import ConfigError
-from maskgate.edge.outputs import Outputs, Relay
+from maskgate.edge.core.errors import ConfigError
+from maskgate.edge.gate.config import OutputsConfig
+from maskgate.edge.gate.decision import OFF, Signals
+from maskgate.edge.gate.outputs import Outputs, Relay
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from maskgate.edge import preprocess
+from maskgate.edge.core import geometry, preprocess
 
 
 def test_prepare_face_resizes_and_swaps_to_rgb():
@@ -34,9 +34,9 @@ def test_normalize_maps_pixel_range_to_minus_one_one():
 
 
 def test_expand_box_grows_and_clamps():
-    assert preprocess.expand_box((10, 10, 30, 50), 0.5, 100, 100) == (0, 0, 40, 70)
-    assert preprocess.expand_box((90, 90, 120, 120), 0.0, 100, 100) == (90, 90, 100, 100)
-    assert preprocess.expand_box((120, 120, 130, 130), 0.0, 100, 100) is None
+    assert geometry.expand_box((10, 10, 30, 50), 0.5, 100, 100) == (0, 0, 40, 70)
+    assert geometry.expand_box((90, 90, 120, 120), 0.0, 100, 100) == (90, 90, 100, 100)
+    assert geometry.expand_box((120, 120, 130, 130), 0.0, 100, 100) is None
 
 
 def test_describe_records_the_normalisation_the_model_uses():

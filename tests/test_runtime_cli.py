@@ -106,7 +106,7 @@ def test_detect_mistakes_are_one_line_and_leave_nothing(env, scenes, tmp_path, a
 
 
 def test_detect_refuses_a_corrupt_bundle(env, scenes, tmp_path):
-    from maskgate.edge.bundle import default_bundle_path
+    from maskgate.edge.core.bundle import default_bundle_path
 
     bundle = tmp_path / "bundle"
     shutil.copytree(default_bundle_path(), bundle)

@@ -9,10 +9,10 @@ import socket
 import numpy as np
 import pytest
 
-from maskgate.edge.errors import DataError
-from maskgate.edge.notify import Notifier
-from maskgate.edge.scoring import Prediction, match_image, read_jsonl, score, seen_scenes
-from maskgate.edge.snapshots import SnapshotStore
+from maskgate.edge.core.errors import DataError
+from maskgate.edge.gate.notify import Notifier
+from maskgate.edge.gate.snapshots import SnapshotStore
+from maskgate.edge.tools.scoring import Prediction, match_image, read_jsonl, score, seen_scenes
 
 TRUTH = [
     ("with_mask", (10, 10, 50, 60)),  # 50 px high: counts
@@ -149,7 +149,7 @@ def test_notifier_speaks_the_systemd_protocol(tmp_path):
 
 
 def test_a_snapshot_folder_that_cannot_be_made_is_a_config_error(tmp_path):
-    from maskgate.edge.errors import ConfigError
+    from maskgate.edge.core.errors import ConfigError
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="service.snapshot_dir: cannot create"):

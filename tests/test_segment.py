@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, make_voc, maskgate
-from maskgate.edge.errors import DataError
+from maskgate.edge.core.errors import DataError
 from maskgate.train.segment_metrics import segmentation_metrics
 
 
@@ -74,7 +74,7 @@ def test_scenes_become_masks_and_a_faceless_scene_an_empty_one(tmp_path):
     (val,) = read_split_scenes(tmp_path / "split.json", "val")
     assert val.boxes == []  # the faceless scene survives the round trip
     # the manifest is one classifier runs and `maskgate score --exclude-seen` read
-    from maskgate.edge.scoring import seen_scenes
+    from maskgate.edge.tools.scoring import seen_scenes
 
     # the faceless val scene was seen too: its extra boxes must not count as on an unseen scene
     assert seen_scenes(tmp_path / "split.json") == {"scene0.jpg", "scene1.jpg"}

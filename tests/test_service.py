@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from maskgate.edge.analyzer import Analysis, Face
-from maskgate.edge.config import GateConfig, build
-from maskgate.edge.notify import Notifier
-from maskgate.edge.outputs import Outputs
-from maskgate.edge.service import GateService
-from maskgate.edge.sources import Frame, FrameSource, LiveSource, SourceLostError
+from maskgate.edge.gate.analyzer import Analysis, Face
+from maskgate.edge.gate.config import GateConfig, build
+from maskgate.edge.gate.notify import Notifier
+from maskgate.edge.gate.outputs import Outputs
+from maskgate.edge.gate.service import GateService
+from maskgate.edge.gate.sources import Frame, FrameSource, LiveSource, SourceLostError
 
 CLASSES = ["with_mask", "without_mask"]
 BOX = (100, 100, 200, 220)

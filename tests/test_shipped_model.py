@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from maskgate.edge.gate.classifier import classifier_from_bundle
+
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden_classifier.json"
 TOLERANCE = 0.02  # score difference allowed across runtimes and CPUs
@@ -31,20 +33,20 @@ def _faces_root() -> Path:
 
 
 def test_shipped_bundle_loads_and_is_int8():
-    from maskgate.edge.bundle import default_bundle_path, load_bundle
+    from maskgate.edge.core.bundle import default_bundle_path, load_bundle
 
     b = load_bundle(default_bundle_path())
     assert b.kind == "classifier" and b.classes[0] == "with_mask"
-    assert b.metadata["input"]["dtype"] == "uint8" and b.float_model_path is None
+    assert b.metadata.input.dtype == "uint8" and b.float_model_path is None
     assert b.model_path.stat().st_size <= 4_000_000
-    v = b.metadata["metrics"]["verification"]
+    v = b.metadata.metrics.verification
     assert v["accuracy_drop_pp"] <= 0.5 and v["n"] > 500  # verified on the full test split
 
 
 def test_shipped_bundle_matches_its_golden_outputs():
-    from maskgate.edge.bundle import default_bundle_path, load_bundle
-    from maskgate.edge.imageio import read_image
-    from maskgate.edge.preprocess import prepare_face
+    from maskgate.edge.core.bundle import default_bundle_path, load_bundle
+    from maskgate.edge.core.imageio import read_image
+    from maskgate.edge.core.preprocess import prepare_face
 
     golden = json.loads(GOLDEN.read_text())
     b = load_bundle(default_bundle_path())
@@ -54,7 +56,7 @@ def test_shipped_bundle_matches_its_golden_outputs():
     root = _faces_root()
     if not root.is_dir():
         pytest.skip(f"shared face data not found at {root}")
-    clf = b.classifier()
+    clf = classifier_from_bundle(b)
     for item in golden["images"]:
         path = root / item["path"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == item["sha256"], f"{path} changed"
@@ -73,7 +75,7 @@ def test_the_wheel_carries_the_bundle_whole(tmp_path):
     import subprocess
     import zipfile
 
-    from maskgate.edge.bundle import load_bundle
+    from maskgate.edge.core.bundle import load_bundle
 
     repo = HERE.parent
     r = subprocess.run(
@@ -92,12 +94,12 @@ def test_the_wheel_carries_the_bundle_whole(tmp_path):
 def write_golden(run_dir: Path, per_class: int = 4) -> None:
     """Record the shipped bundle's outputs on correctly classified images of its run's test split."""
     sys.path.insert(0, str(HERE.parent))
-    from maskgate.edge.bundle import default_bundle_path, load_bundle
-    from maskgate.edge.imageio import read_image
-    from maskgate.edge.preprocess import prepare_face
+    from maskgate.edge.core.bundle import default_bundle_path, load_bundle
+    from maskgate.edge.core.imageio import read_image
+    from maskgate.edge.core.preprocess import prepare_face
 
     b = load_bundle(default_bundle_path())
-    clf = b.classifier()
+    clf = classifier_from_bundle(b)
     root = _faces_root()
     from maskgate.train.dataset import locate
     from maskgate.train.split import read_manifest

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from maskgate.edge.config import SourceConfig
-from maskgate.edge.errors import ConfigError
-from maskgate.edge.sources import (
+from maskgate.edge.core.errors import ConfigError
+from maskgate.edge.gate.config import SourceConfig
+from maskgate.edge.gate.sources import (
     ImageSource,
     LiveSource,
     SourceLostError,

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 
 from conftest import SHARED
-from maskgate.edge.bundle import default_bundle_path, load_bundle, write_checksums
-from maskgate.edge.config import DetectorConfig
-from maskgate.edge.detector import SsdInt8Detector, make_detector
-from maskgate.edge.errors import ModelFileError
-from maskgate.edge.imageio import read_image
-from maskgate.edge.ssd import DetectionOutput, Head, decode, fit_size, nms
-from maskgate.edge.tracking import iou_matrix
+from maskgate.edge.core.bundle import default_bundle_path, load_bundle, write_checksums
+from maskgate.edge.core.errors import ModelFileError
+from maskgate.edge.core.geometry import iou_matrix, nms
+from maskgate.edge.core.imageio import read_image
+from maskgate.edge.core.sizes import fit_size
+from maskgate.edge.detectors.config import DetectorConfig
+from maskgate.edge.detectors.registry import make_detector
+from maskgate.edge.detectors.ssd import SsdInt8Detector
+from maskgate.edge.detectors.ssd_decoding import DetectionOutput, Head, decode
 
 SCENES = SHARED / "data" / "scenes" / "images"
 
@@ -80,7 +82,9 @@ def bundle():
 def test_shipped_detector_bundle_is_int8_and_small(bundle):
     assert bundle.kind == "detector" and bundle.float_model_path is None
     assert bundle.model_path.stat().st_size <= 4_000_000
-    assert all(r["recall"] >= 0.97 for k, r in bundle.metadata["verification"].items() if isinstance(r, dict))
+    assert all(
+        r["recall"] >= 0.97 for k, r in bundle.metadata.metrics.verification.items() if isinstance(r, dict)
+    )
 
 
 def test_the_detectors_bundles_are_told_apart(bundle):
@@ -133,10 +137,10 @@ def opencv_ssd(shared_models, monkeypatch):
 
 def test_numpy_post_processing_matches_opencvs_detection_output(opencv_ssd, bundle):
     """OpenCV's own head outputs through our priors, decoding and NMS give OpenCV's detections."""
-    meta = bundle.metadata["ssd"]
-    post = DetectionOutput([Head.from_dict(h) for h in meta["heads"]], meta["nms_threshold"], meta["top_k"],
-                           meta["keep_top_k"], meta["confidence_threshold"])  # fmt: skip
-    names = [h["name"] for h in meta["heads"]]
+    spec = bundle.metadata.ssd
+    post = DetectionOutput([Head.from_spec(h) for h in spec.heads], spec.nms_threshold, spec.top_k,
+                           spec.keep_top_k, spec.confidence_threshold)  # fmt: skip
+    names = [h.name for h in spec.heads]
     layers = [n for loc in names for n in (loc, loc.replace("_loc", "_conf"))]
     for name in ("maksssksksss0.jpg", "maksssksksss1.jpg", "maksssksksss2.jpg"):
         image = read_image(SCENES / name)

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import face, make_faces
 from maskgate.edge.cli import main
-from maskgate.edge.labels import INCORRECT, MASKED, UNMASKED
+from maskgate.edge.core.labels import INCORRECT, MASKED, UNMASKED
+from maskgate.edge.gate.classifier import classifier_from_bundle
 
 pytest.importorskip("tensorflow")
 
@@ -149,22 +150,23 @@ def bundle_dir(run_dir, tmp_path_factory):
 
 
 def test_a_three_class_run_converts_and_verifies(bundle_dir):
-    from maskgate.edge.bundle import load_bundle
+    from maskgate.edge.core.bundle import load_bundle
 
     b = load_bundle(bundle_dir, kind="classifier")
     assert b.classes == CLASSES and (bundle_dir / "labels.txt").read_text().split() == CLASSES
-    v = b.metadata["metrics"]["verification"]
+    v = b.metadata.metrics.verification
     assert len(v["int8"]["confusion"]) == 3 and {"far", "frr", "macro_f1"} <= set(v["int8"])
     assert 0.5 <= b.threshold < 1.0
-    probs = b.classifier().predict(np.zeros((1, 32, 32, 3), np.uint8))
+    probs = classifier_from_bundle(b).predict(np.zeros((1, 32, 32, 3), np.uint8))
     assert probs.shape == (1, 3)
 
 
 def test_the_gate_counts_incorrect_masks_as_unmasked_unless_configured(bundle_dir, monkeypatch):
     """edge: classifier.incorrect_is_masked decides whether p(incorrect) adds to p(with_mask)."""
-    from maskgate.edge.analyzer import FrameAnalyzer
-    from maskgate.edge.config import ClassifierConfig, DetectorConfig
-    from maskgate.edge.detector import Detection, FaceDetector
+    from maskgate.edge.detectors.base import Detection, FaceDetector
+    from maskgate.edge.detectors.config import DetectorConfig
+    from maskgate.edge.gate.analyzer import FrameAnalyzer
+    from maskgate.edge.gate.config import ClassifierConfig
 
     class Fixed(FaceDetector):
         name = "fixed"
@@ -172,7 +174,7 @@ def test_the_gate_counts_incorrect_masks_as_unmasked_unless_configured(bundle_di
         def detect(self, image):
             return [Detection((8, 30, 56, 78), 0.9), Detection((144, 30, 192, 78), 0.9)]
 
-    monkeypatch.setattr("maskgate.edge.analyzer.make_detector", lambda cfg: Fixed())
+    monkeypatch.setattr("maskgate.edge.gate.analyzer.make_detector", lambda cfg: Fixed())
     rng = np.random.default_rng(5)
     frame = np.full((120, 200, 3), 90, np.uint8)
     frame[30:78, 8:56], frame[30:78, 144:192] = face(rng, True), incorrect_face(rng)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import make_faces, make_voc
 from maskgate.edge.cli import main
-from maskgate.edge.errors import ModelFileError
+from maskgate.edge.core.errors import ModelFileError
 
 pytest.importorskip("tensorflow")
 
@@ -296,8 +296,8 @@ def test_augmentation_keeps_shape_and_range_and_changes_pixels():
 
 def test_training_pipeline_feeds_the_shared_preprocessing(tmp_path):
     """What the model sees in training is bit-for-bit what edge/ prepares on the device."""
-    from maskgate.edge.imageio import read_image
-    from maskgate.edge.preprocess import prepare_face
+    from maskgate.edge.core.imageio import read_image
+    from maskgate.edge.core.preprocess import prepare_face
     from maskgate.train.dataset import scan_folder
     from maskgate.train.pipeline import make_dataset
 

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, maskgate
-from maskgate.edge.config import DetectorConfig, build
-from maskgate.edge.detector import make_detector
-from maskgate.edge.errors import ConfigError
-from maskgate.edge.unet import boxes_to_mask, mask_detections, prepare_scene
+from maskgate.edge.core.errors import ConfigError
+from maskgate.edge.core.preprocess import prepare_scene
+from maskgate.edge.detectors.config import DetectorConfig
+from maskgate.edge.detectors.registry import make_detector
+from maskgate.edge.detectors.unet import boxes_to_mask, mask_detections
+from maskgate.edge.gate.config import build
 
 
 def test_boxes_become_mask_pixels_in_the_stretched_geometry():

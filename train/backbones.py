@@ -6,7 +6,7 @@ Every backbone here comes with three things, in the manner of
 layer (``*_normalization``), and what "the top ``n`` blocks" means for
 fine-tuning (``*_block_index``). The classifier puts the normalisation inside
 the model, because the device always feeds uint8 RGB crops
-(``maskgate.edge.preprocess.prepare_face``) whatever the backbone, and an int8
+(``maskgate.edge.core.preprocess.prepare_face``) whatever the backbone, and an int8
 converter folds a first affine layer into the input quantisation.
 
 Both backbones have 16 blocks, numbered from the input: MobileNetV2's
@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from maskgate.edge.preprocess import INPUT_OFFSET, INPUT_SCALE
+from maskgate.edge.core.preprocess import INPUT_OFFSET, INPUT_SCALE
 
 from .config import BACKBONE_WEIGHTS
 

@@ -5,34 +5,33 @@ from __future__ import annotations
 import argparse
 import sys
 
-from maskgate.edge.cli import add_config_command
+from maskgate.edge.cli.options import add_config_command
 
-from .config import EvaluateConfig, TrainConfig
-from .explain import ExplainConfig
+from .config import EvaluateConfig, ExplainConfig, TrainConfig
 from .segment_config import SegmentTrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     add_config_command(
-        sub, "train", TrainConfig, required=("data", "out"), handler=_train,
+        sub, "train", TrainConfig, handler=_train,
         help="fine-tune MobileNetV2 (or ResNet50) on a folder of face images",
         description="Fine-tune an ImageNet MobileNetV2 (or ResNet50, --backbone) on face crops, with two "
         "or three classes (--classes); writes a complete run directory.",
     )  # fmt: skip
     add_config_command(
-        sub, "evaluate", EvaluateConfig, required=("model", "json_out"), handler=_evaluate,
+        sub, "evaluate", EvaluateConfig, handler=_evaluate,
         help="score a trained model on a folder of faces or on its run's own split",
         description="Score a model (run, bundle or .tflite): on a folder with one subfolder per class "
         "(--data), or on a split of the run it came from (--split test).",
     )  # fmt: skip
     add_config_command(
-        sub, "explain", ExplainConfig, required=("model", "image", "out"), handler=_explain,
+        sub, "explain", ExplainConfig, handler=_explain,
         help="Grad-CAM heat maps: where in a face the classifier finds its evidence",
         description="For each face crop, write the face beside its Grad-CAM heat map for the predicted "
         "class (PNG), and an index, explain.json. Needs a run directory or .keras file.",
     )  # fmt: skip
     add_config_command(
-        sub, "train-unet", SegmentTrainConfig, required=("voc", "out"), handler=_train_unet,
+        sub, "train-unet", SegmentTrainConfig, handler=_train_unet,
         help="train a U-Net face segmenter (MobileNetV2 encoder) on Pascal VOC scenes",
         description="Train a U-Net that marks face pixels in whole scenes, on masks drawn from VOC face "
         "boxes; split by scene, scored on held-out scenes (Dice, IoU, pixel precision and recall); writes a "

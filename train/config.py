@@ -11,7 +11,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from maskgate.edge.core.settings import Section
 
 # The manifest entries of the ImageNet backbone weights (no top; MobileNetV2 at alpha 1.0).
 IMAGENET_WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
@@ -19,9 +21,7 @@ RESNET50_WEIGHTS = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 BACKBONE_WEIGHTS = {"mobilenet_v2": IMAGENET_WEIGHTS, "resnet50": RESNET50_WEIGHTS}
 
 
-class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class TrainConfig(Section):
     data: Path = Field(description="folder with one subfolder of images per class")
     out: Path = Field(description="run directory to create (must not exist)")
     voc: Path | None = Field(
@@ -115,9 +115,7 @@ class TrainConfig(BaseModel):
         return self
 
 
-class EvaluateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class EvaluateConfig(Section):
     model: Path = Field(description="run directory or .keras file, a model bundle, or a .tflite file")
     json_out: Path = Field(
         description="where to write the metrics (JSON)", json_schema_extra={"flag": "--json"}
@@ -138,3 +136,14 @@ class EvaluateConfig(BaseModel):
         if self.json_out.is_dir():
             raise ValueError(f"--json {self.json_out} is a directory; name a file")
         return self
+
+
+class ExplainConfig(Section):
+    model: Path = Field(description="run directory or .keras file (Grad-CAM needs the Keras model)")
+    source: list[Path] = Field(
+        description="face crops: image files, folders (one level) or globs",
+        json_schema_extra={"many": True, "alias_flags": ["--image"]},
+    )
+    out: Path = Field(description="folder to create for the PNGs and explain.json (must not exist)")
+    opacity: float = Field(0.45, gt=0.0, lt=1.0, description="opacity of the heat map over the face")
+    batch_size: int = Field(16, ge=1, le=1024, description="faces per gradient computation")

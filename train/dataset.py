@@ -10,7 +10,6 @@ are skipped and listed, never fatal: real datasets always hold a few.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -21,11 +20,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from maskgate.edge.errors import DataError, ImageReadError
-from maskgate.edge.imageio import decode_image
-from maskgate.edge.labels import order_classes
-from maskgate.edge.preprocess import Box, crop, expand_box, prepare_face
-from maskgate.edge.voc import annotation_files, parse_voc
+from maskgate.edge.core.errors import DataError, ImageReadError
+from maskgate.edge.core.geometry import Box, crop, expand_box
+from maskgate.edge.core.imageio import decode_image
+from maskgate.edge.core.labels import order_classes
+from maskgate.edge.core.preprocess import prepare_face
+from maskgate.edge.core.sysinfo import resolve_threads
+from maskgate.edge.core.voc import annotation_files, parse_voc
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def _files_below(folder: Path) -> list[Path]:
 
 def _map_threads(fn, items: Sequence, *, workers: int, desc: str, unit: str, progress: bool):
     """``fn`` over ``items`` on a thread pool (OpenCV decoding releases the GIL), in order, with a bar."""
-    with ThreadPoolExecutor(workers or (os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(resolve_threads(workers)) as pool:
         yield from tqdm(pool.map(fn, items), total=len(items), desc=desc, unit=unit, disable=not progress)
 
 
@@ -245,7 +246,7 @@ def scan_voc(
 
 def load_example(sample: Sample, size: int) -> np.ndarray:
     """The model input for one sample: decode, crop if a scene, preprocess as on the device."""
-    from maskgate.edge.imageio import read_image
+    from maskgate.edge.core.imageio import read_image
 
     image = read_image(sample.path)
     if sample.box is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from maskgate.edge.errors import ConfigError
+from maskgate.edge.core.errors import ConfigError
 
 
 def cluster_workers(tf_config: str | None) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from maskgate.edge import atomic
-from maskgate.edge import bundle as bundle_lib
-from maskgate.edge.classifier import TFLiteClassifier
-from maskgate.edge.errors import DataError, ModelFileError
+from maskgate.edge.core import atomic
+from maskgate.edge.core import bundle as bundle_lib
+from maskgate.edge.core.errors import DataError, ModelFileError
+from maskgate.edge.core.sysinfo import resolve_threads
+from maskgate.edge.gate.classifier import TFLiteClassifier, classifier_from_bundle
 
 from .config import EvaluateConfig
 from .dataset import Sample, load_example, scan_folder
@@ -74,13 +74,13 @@ def open_model(path: Path) -> Scorer:
     path = Path(path)
     if path.is_dir() and (path / bundle_lib.METADATA).is_file():
         b = bundle_lib.load_bundle(path, kind="classifier")
-        clf = b.classifier(num_threads=os.cpu_count() or 1)
+        clf = classifier_from_bundle(b, num_threads=resolve_threads())
         return Scorer("bundle", path, b.classes, None, b.threshold, lambda s, n: predict_tflite(clf, s, n))
     if path.suffix == ".tflite":
         if not path.is_file():
             raise ModelFileError(f"model {path} not found")
         classes = _labels_beside(path)
-        clf = TFLiteClassifier(path, num_threads=os.cpu_count() or 1)
+        clf = TFLiteClassifier(path, num_threads=resolve_threads())
         if clf.num_classes != len(classes):
             raise ModelFileError(
                 f"model {path} has {clf.num_classes} outputs; labels.txt names {len(classes)}"

@@ -15,7 +15,7 @@ The feature map is found, not named: it is the last layer of the classifier whos
 sub-model). Its resolution is coarse (6x6 for a 192-px MobileNetV2 input); the map is computed there
 and upsampled bilinearly to the model's input size, so a map has the input's shape.
 
-Faces are prepared by ``maskgate.edge.preprocess.prepare_face``, as on the device, so the map explains
+Faces are prepared by ``maskgate.edge.core.preprocess.prepare_face``, as on the device, so the map explains
 the decision the device would make.
 """
 
@@ -28,29 +28,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from maskgate.edge import atomic
-from maskgate.edge.errors import ConfigError, DataError, ImageReadError, ModelFileError, OutputExistsError
-from maskgate.edge.imageio import IMAGE_SUFFIXES, read_image
-from maskgate.edge.preprocess import prepare_face
+from maskgate.edge.core import atomic
+from maskgate.edge.core.errors import (
+    ConfigError,
+    DataError,
+    ImageReadError,
+    ModelFileError,
+    OutputExistsError,
+)
+from maskgate.edge.core.imageio import IMAGE_SUFFIXES, read_image
+from maskgate.edge.core.preprocess import prepare_face
+
+from .config import ExplainConfig
 
 logger = logging.getLogger(__name__)
 
 INDEX = "explain.json"
-
-
-class ExplainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: Path = Field(description="run directory or .keras file (Grad-CAM needs the Keras model)")
-    image: list[Path] = Field(
-        description="face crops: image files, folders (one level) or globs", json_schema_extra={"many": True}
-    )
-    out: Path = Field(description="folder to create for the PNGs and explain.json (must not exist)")
-    opacity: float = Field(0.45, gt=0.0, lt=1.0, description="opacity of the heat map over the face")
-    batch_size: int = Field(16, ge=1, le=1024, description="faces per gradient computation")
 
 
 class GradCam:
@@ -158,12 +153,12 @@ def image_paths(specs: list[Path]) -> list[Path]:
         elif glob.has_magic(text):
             matches = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
             if not matches:
-                raise ConfigError(f"--image {text}: the pattern matches no file")
+                raise ConfigError(f"--source {text}: the pattern matches no file")
             found += matches
         else:
-            raise ConfigError(f"--image {text}: no such file or folder")
+            raise ConfigError(f"--source {text}: no such file or folder")
     if not found:
-        raise ConfigError(f"--image {' '.join(map(str, specs))}: no images found")
+        raise ConfigError(f"--source {' '.join(map(str, specs))}: no images found")
     return list(dict.fromkeys(found))
 
 
@@ -236,7 +231,7 @@ def explain(cfg: ExplainConfig, *, progress: bool = True) -> dict[str, Any]:
     if cfg.out.exists():
         raise OutputExistsError(f"--out {cfg.out} already exists; choose another folder or remove it")
     atomic.check_creatable(cfg.out, "--out")
-    paths = image_paths(cfg.image)
+    paths = image_paths(cfg.source)
     cam, classes, keras_path = load_explainer(cfg.model)
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []

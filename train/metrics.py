@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from maskgate.edge.labels import MASKED
+from maskgate.edge.core.labels import MASKED
 
 
 def classification_metrics(

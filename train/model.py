@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from maskgate.edge.errors import ModelFileError
+from maskgate.edge.core.errors import ModelFileError
 
 from . import backbones
 from .config import IMAGENET_WEIGHTS  # noqa: F401 - re-exported: the weights this model is built for

@@ -17,9 +17,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from maskgate.edge import atomic, fetch, preprocess, sysinfo
-from maskgate.edge.errors import ConfigError, DataError, FetchError, OutputExistsError
-from maskgate.edge.labels import INCORRECT, MASKED, UNMASKED
+from maskgate.edge.core import atomic, fetch, preprocess, sysinfo
+from maskgate.edge.core.errors import ConfigError, DataError, FetchError, OutputExistsError
+from maskgate.edge.core.labels import INCORRECT, MASKED, UNMASKED
 
 from . import report
 from .config import BACKBONE_WEIGHTS, TrainConfig

@@ -13,7 +13,7 @@ model that validates (on moving statistics) predicts no face at all. A final bil
 probability.
 
 Like the classifier, the model takes RGB pixels 0..255 and normalises them
-itself (constants from ``maskgate.edge.preprocess``), so int8 conversion folds
+itself (constants from ``maskgate.edge.core.preprocess``), so int8 conversion folds
 the normalisation into the input quantisation and the device feeds uint8
 scenes. Every op here has an int8 LiteRT kernel (resize bilinear,
 concatenation, depthwise and 1x1 convolutions, logistic).
@@ -27,8 +27,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from maskgate.edge.errors import ModelFileError
-from maskgate.edge.preprocess import INPUT_OFFSET, INPUT_SCALE
+from maskgate.edge.core.errors import ModelFileError
+from maskgate.edge.core.preprocess import INPUT_OFFSET, INPUT_SCALE
 
 ENCODER = "encoder"
 # MobileNetV2 activations at 1/2, 1/4, 1/8, 1/16 and 1/32 of the input (the usual U-Net cut points).

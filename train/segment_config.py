@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from maskgate.edge.core.settings import Section
 
 
-class SegmentTrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SegmentTrainConfig(Section):
     voc: Path = Field(description="Pascal VOC scenes (images/ + annotations/); every annotated box is a face")
     out: Path = Field(description="run directory to create (must not exist)")
 

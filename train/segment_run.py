@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import sys
 import time
@@ -25,11 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from maskgate.edge import atomic, fetch, sysinfo
-from maskgate.edge.errors import ConfigError, DataError, MaskgateError, OutputExistsError
-from maskgate.edge.imageio import read_image
-from maskgate.edge.unet import boxes_to_mask, describe_preprocessing, prepare_scene
-from maskgate.edge.voc import annotation_files, parse_voc
+from maskgate.edge.core import atomic, fetch, sysinfo
+from maskgate.edge.core.errors import ConfigError, DataError, MaskgateError, OutputExistsError
+from maskgate.edge.core.imageio import read_image
+from maskgate.edge.core.preprocess import describe_scene as describe_preprocessing
+from maskgate.edge.core.preprocess import prepare_scene
+from maskgate.edge.core.sysinfo import resolve_threads
+from maskgate.edge.core.voc import annotation_files, parse_voc
+from maskgate.edge.detectors.unet import boxes_to_mask
 
 from .config import IMAGENET_WEIGHTS
 from .segment_config import SegmentTrainConfig
@@ -88,7 +90,7 @@ def load_scenes(
         mask = boxes_to_mask([b for _, b in scene.boxes], scene.width, scene.height, size)
         return scene, (prepare_scene(image, size), mask), None
 
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(resolve_threads(workers)) as pool:
         results = list(pool.map(load, scenes))
     kept = [(s, r) for s, r, _ in results if r is not None]
     skipped = [(s.path.name, err) for s, r, err in results if r is None]

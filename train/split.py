@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgate.edge.errors import DataError
-from maskgate.edge.labels import order_classes
-from maskgate.edge.splits import read_manifest  # noqa: F401 - part of this module's interface
+from maskgate.edge.core.errors import DataError
+from maskgate.edge.core.labels import order_classes
+from maskgate.edge.core.splits import read_manifest  # noqa: F401 - part of this module's interface
 
 from .dataset import Sample, family_of, locate
 
@@ -160,7 +160,7 @@ def write_manifest(
     path: Path, samples: Sequence[Sample], split: Split, *, roots: dict[str, Path], seed: int
 ) -> None:
     """The split as JSON: enough to rebuild each split's examples from the data roots."""
-    from maskgate.edge import atomic
+    from maskgate.edge.core import atomic
 
     rows = []
     for s, a, g in zip(samples, split.assignment, split.groups, strict=True):

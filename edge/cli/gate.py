@@ -1,0 +1,99 @@
+"""``maskgate run`` and ``maskgate outputs off|test``: the gate itself and its wiring."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+
+from ..gate.config import DEFAULT_PATH, GateConfig
+from .options import SYSTEM_NOTE, add_gate_options, gate_config
+
+logger = logging.getLogger("maskgate")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the gate: camera, faces, mask decision, relay and LEDs",
+        description="Run the gate until stopped (SIGTERM/SIGINT) or a file source ends. Reads "
+        f"--config, else $MASKGATE_CONFIG, else {DEFAULT_PATH} if present, else built-in defaults.",
+    )
+    add_gate_options(p, default_note=SYSTEM_NOTE)
+    p.add_argument("--validate-config", action="store_true", help="check the configuration, print it, exit")
+    p.set_defaults(handler=_run)
+
+    p = sub.add_parser("outputs", help="drive the gate's GPIO outputs directly: off, or a wiring test")
+    osub = p.add_subparsers(dest="outputs_command", required=True, metavar="ACTION")
+    o = osub.add_parser("off", help="drive every configured output off (systemd ExecStopPost uses this)")
+    add_gate_options(o, default_note=SYSTEM_NOTE, shortcuts=False)
+    o.set_defaults(handler=_outputs_off)
+    o = osub.add_parser("test", help="pulse the relay, then light each LED and the buzzer in turn")
+    add_gate_options(o, default_note=SYSTEM_NOTE, shortcuts=False)
+    o.set_defaults(handler=_outputs_test)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg, origin = gate_config(args)
+    if args.validate_config:
+        print(f"# {origin}: valid")
+        print(_as_toml(cfg))
+        return 0
+    logger.info("configuration: %s", origin)
+    from ..gate.service import run_gate
+
+    stop = threading.Event()
+
+    def request_stop(signum, _frame) -> None:
+        logger.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
+    return run_gate(cfg, stop)
+
+
+def _outputs(args: argparse.Namespace):
+    from ..gate.outputs import Outputs
+
+    cfg, _ = gate_config(args)
+    return cfg, Outputs.from_config(cfg.outputs, pulse_s=cfg.decision.pulse_s)
+
+
+def _outputs_off(args: argparse.Namespace) -> int:
+    _, outputs = _outputs(args)
+    with outputs:
+        outputs.off()
+        print(
+            "outputs off: "
+            + (", ".join(f"{d.name} ({d.pin})" for d in outputs.devices()) or "none configured")
+        )
+    return 0
+
+
+def _outputs_test(args: argparse.Namespace) -> int:
+    import time
+
+    cfg, outputs = _outputs(args)
+    with outputs:
+        for device in outputs.devices():
+            print(f"{device.name} ({device.pin}) on", flush=True)
+            device.on()  # the relay's on() is its bounded pulse
+            time.sleep(min(1.0, cfg.decision.pulse_s))
+            device.off()
+    return 0
+
+
+def _as_toml(cfg: GateConfig) -> str:
+    """The resolved configuration as TOML (what a file with every key set would say)."""
+    lines = []
+    for section, values in cfg.model_dump(mode="json").items():
+        lines.append(f"\n[{section}]")
+        for key, value in values.items():
+            if value is None:  # TOML has no null: pins say false, other keys are left out
+                lines.append(f"{key} = false" if key.endswith("_pin") else f"# {key} = (none)")
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines).lstrip()

@@ -1,0 +1,94 @@
+"""The ``maskgate`` command: the entry point, and the only place an error becomes an exit status.
+
+Building the parser imports no numpy, OpenCV, Pillow, LiteRT or TensorFlow:
+each command imports its implementation when it runs, so ``--help`` and
+``maskgate outputs off`` (systemd's ExecStopPost) start at once. Stages other
+than edge add their subcommands through the ``maskgate.commands`` entry-point
+group (see pyproject.toml): edge/ never imports train/ or convert/, they
+register with it.
+
+A ``MaskgateError`` ends the program with one line on stderr and exit status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from ..core.errors import MaskgateError
+from . import gate, models, tools
+from .options import expand_default_targets
+
+logger = logging.getLogger("maskgate")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+COMMAND_GROUP = "maskgate.commands"
+
+# Which extra brings a module, for the one-line hint when it is missing.
+EXTRA_OF = {
+    "tensorflow": "train", "keras": "train", "sklearn": "train", "matplotlib": "train", "h5py": "train",
+    "cv2": "edge", "PIL": "edge", "gpiozero": "edge", "ai_edge_litert": "edge", "tflite_runtime": "edge",
+    "picamera2": "pi", "libcamera": "pi", "lgpio": "pi",
+}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(expand_default_targets(sys.argv[1:] if argv is None else argv))
+    _setup_logging(args.verbose - args.quiet)
+    try:
+        return int(args.handler(args) or 0)
+    except MaskgateError as e:
+        print(f"maskgate: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ModuleNotFoundError as e:
+        extra = EXTRA_OF.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"maskgate: error: '{args.command}' needs the module {e.name}: pip install 'maskgate[{extra}]'",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("maskgate: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="maskgate",
+        description="Face-mask gate for Raspberry Pi-class boards: train, convert, run, benchmark.",
+    )
+    parser.add_argument("--version", action="version", version=f"maskgate {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in (models, gate, tools):
+        group.register(sub)
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
+    return parser
+
+
+def _setup_logging(level: int) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if level < 0 else logging.DEBUG if level > 0 else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Model bundles: a folder with a TFLite model, its labels, metadata and checksums.
+
+The device loads models only through ``load_bundle``, which refuses a bundle
+whose files are missing, truncated or modified (``SHA256SUMS``, the format of
+``sha256sum -c``), or whose metadata does not describe the model it holds.
+A model that loads but was preprocessed differently would fail silently; a
+bundle that refuses to load fails loudly, once, at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from . import atomic, preprocess
+from .errors import ModelFileError
+from .labels import MASKED
+from .metadata import KINDS, MODELS, BundleMetadata
+
+_ADAPTER: TypeAdapter[BundleMetadata] = TypeAdapter(BundleMetadata)
+
+CHECKSUMS = "SHA256SUMS"
+METADATA = "metadata.json"
+LABELS = "labels.txt"
+TFLITE_MAGIC = b"TFL3"  # bytes 4..8 of every TFLite flatbuffer
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle: where it is, and its typed metadata. Building a runtime from it is the
+    consumer's business (the gate's classifier, a detector backend)."""
+
+    path: Path
+    metadata: BundleMetadata
+
+    @property
+    def kind(self) -> str:
+        return self.metadata.kind
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.metadata.model
+
+    @property
+    def float_model_path(self) -> Path | None:
+        name = self.metadata.float_model
+        return self.path / name if name else None
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.metadata.classes)
+
+    @property
+    def input_size(self) -> int:
+        return self.metadata.input_size
+
+    @property
+    def threshold(self) -> float:
+        return self.metadata.threshold
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    """SHA256SUMS over every other file of the folder, sorted, in ``sha256sum`` format."""
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != CHECKSUMS)
+    lines = [f"{sha256_file(folder / n)}  {n}" for n in names]
+    atomic.write_text(folder / CHECKSUMS, "\n".join(lines) + "\n")
+
+
+def write_bundle(
+    folder: Path,
+    *,
+    kind: str,
+    metadata: BundleMetadata | dict[str, Any],
+    models: dict[str, bytes] | None = None,
+    labels: list[str] | None = None,
+    report: str | None = None,
+) -> Bundle:
+    """Write the given parts into a (staged) bundle folder, reseal its checksums and load it back.
+
+    Loading it as the device would is the point: what a converter ships must pass the device's own
+    check. Called again with only ``metadata`` and ``report``, it updates a bundle already written.
+    """
+    for name, data in (models or {}).items():
+        atomic.write_bytes(folder / name, data)
+    if labels is not None:
+        atomic.write_text(folder / LABELS, "\n".join(labels) + "\n")
+    meta = parse_metadata(metadata, f"bundle {folder}")  # what the device will read, checked now
+    atomic.write_text(folder / METADATA, meta.model_dump_json(indent=2) + "\n")
+    if report is not None:
+        atomic.write_text(folder / "report.md", report)
+    write_checksums(folder)
+    return load_bundle(folder, kind=kind)
+
+
+def _read_checksums(path: Path) -> dict[str, str]:
+    try:
+        text = (path / CHECKSUMS).read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ModelFileError(f"bundle {path}: no {CHECKSUMS}; not a maskgate bundle") from e
+    except OSError as e:
+        raise ModelFileError(f"bundle {path}: cannot read {CHECKSUMS} ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise ModelFileError(f"bundle {path}: {CHECKSUMS} is not text in sha256sum's format") from e
+    sums = {}
+    for line in text.splitlines():
+        digest, _, name = line.strip().partition("  ")
+        if len(digest) != 64 or not name:
+            raise ModelFileError(f"bundle {path}: malformed line in {CHECKSUMS}: {line[:80]!r}")
+        sums[name] = digest
+    return sums
+
+
+def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
+    """Verify and load a bundle (of ``kind``, if given); every problem is one ``ModelFileError`` line."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelFileError(f"bundle {path} not found (expected a folder with {METADATA} and {CHECKSUMS})")
+    sums = _read_checksums(path)
+    for required in (METADATA, LABELS):
+        if required not in sums:
+            raise ModelFileError(f"bundle {path}: {CHECKSUMS} does not cover {required}")
+    for name, digest in sums.items():
+        f = path / name
+        if not f.is_file():
+            raise ModelFileError(f"bundle {path}: {name} is missing")
+        if sha256_file(f) != digest:
+            raise ModelFileError(f"bundle {path}: {name} is corrupt or was modified (SHA-256 mismatch)")
+    try:
+        text = (path / METADATA).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"bundle {path}: {METADATA} cannot be read ({e})") from e
+    meta = parse_metadata(text, f"bundle {path}")
+    for name in filter(None, (meta.model, meta.float_model)):
+        if name not in sums:
+            raise ModelFileError(f"bundle {path}: model {name} is not covered by {CHECKSUMS}")
+        with open(path / name, "rb") as f:
+            if f.read(8)[4:8] != TFLITE_MAGIC:
+                raise ModelFileError(f"bundle {path}: {name} is not a TFLite model")
+    if kind is not None and meta.kind != kind:
+        raise ModelFileError(f"bundle {path} holds a {meta.kind}; a {kind} bundle is needed here")
+    try:
+        text = (path / LABELS).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ModelFileError(f"bundle {path}: {LABELS} is not UTF-8 text") from e
+    labels = [x.strip() for x in text.splitlines() if x.strip()]
+    if labels != list(meta.classes):
+        raise ModelFileError(f"bundle {path}: {LABELS} {labels} differs from the metadata's {meta.classes}")
+    if meta.kind == "classifier" and MASKED not in meta.classes:
+        raise ModelFileError(f"bundle {path}: classes {meta.classes} lack {MASKED}; the gate cannot decide")
+    if meta.preprocessing != expected_preprocessing(meta):
+        raise ModelFileError(
+            f"bundle {path}: made for other preprocessing than this maskgate applies; convert the model again"
+        )
+    return Bundle(path, meta)
+
+
+def expected_preprocessing(meta: BundleMetadata) -> dict[str, Any]:
+    """How this maskgate prepares the input of a model of this kind and size."""
+    if meta.kind == "classifier":
+        return preprocess.describe(meta.input_size)
+    if meta.kind == "segmenter":
+        return preprocess.describe_scene(meta.input_size)
+    return preprocess.describe_ssd()
+
+
+def parse_metadata(data: str | dict[str, Any] | BundleMetadata, where: str) -> BundleMetadata:
+    """Validated metadata, from the file's text or from what a converter built, through one path
+    (JSON), so a converter cannot write what the device would refuse."""
+    if not isinstance(data, str):
+        data = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data)
+    try:
+        return _ADAPTER.validate_json(data)
+    except ValidationError as e:
+        errors = e.errors()
+        if errors and errors[0]["type"] == "json_invalid":
+            raise ModelFileError(f"{where}: {METADATA} is not valid JSON ({errors[0]['msg']})") from None
+        raise ModelFileError(f"{where}: {METADATA} {_describe(errors)}") from None
+
+
+def _describe(errors: list[dict]) -> str:
+    """Each problem as ``key.path: what is wrong``, without pydantic's tagged-union noise."""
+    lines = []
+    for err in errors[:5]:
+        loc = [str(x) for x in err["loc"]]
+        if err["type"] == "union_tag_not_found":
+            lines.append(f"lacks kind (one of {', '.join(KINDS)})")
+            continue
+        if err["type"] == "union_tag_invalid":
+            lines.append(f"says kind {err['input'].get('kind')!r}: must be one of {', '.join(KINDS)}")
+            continue
+        model = MODELS.get(loc[0]) if loc else None
+        if model is not None:  # the discriminator's own level
+            loc = loc[1:]
+        key = ".".join(loc) or "(top level)"
+        if err["type"] == "missing":
+            about = _description(model, loc)
+            lines.append(f"lacks {about} ({key})" if about else f"lacks {key}")
+        else:
+            lines.append(f"says {key}: {err['msg'].removeprefix('Value error, ')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(lines) + more
+
+
+def _description(model: type[BaseModel] | None, loc: list[str]) -> str:
+    """The description of the field at ``loc``, walking nested models; empty if there is none."""
+    field = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return ""
+        field = model.model_fields[part]
+        model = field.annotation
+    return (field.description or "") if field else ""
+
+
+def default_bundle_path(kind: str = "classifier") -> Path:
+    """A bundle shipped with maskgate, ``models/<kind>``: a classifier and a detector are shipped."""
+    from importlib.resources import files
+
+    return Path(str(files("maskgate.models").joinpath(kind)))

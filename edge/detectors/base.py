@@ -1,0 +1,65 @@
+"""The face detector interface: an image in, scored face boxes in frame pixels out.
+
+Every backend (``edge.detectors.registry`` names them) subclasses ``FaceDetector``
+and reports its boxes through ``boxes_from_normalized``, so clamping, the size
+floor and the confidence floor are the same whatever network found the face.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..core.geometry import Box
+
+if TYPE_CHECKING:
+    from .config import DetectorConfig
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: Box  # x1, y1, x2, y2 in pixels of the frame, clamped to it
+    score: float
+
+
+class FaceDetector(ABC):
+    """Finds faces in a BGR frame."""
+
+    name: str
+
+    @classmethod
+    def from_config(cls, cfg: DetectorConfig) -> FaceDetector:
+        """The detector a ``[detector]`` section describes, its model files fetched and verified."""
+        raise NotImplementedError(f"{cls.__name__} is not made from a configuration")
+
+    @abstractmethod
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces of ``image`` (HxWx3 uint8 BGR), best first."""
+
+    def close(self) -> None:  # noqa: B027 - most detectors hold nothing to release
+        pass
+
+
+def boxes_from_normalized(
+    rows: np.ndarray, width: int, height: int, *, confidence: float, min_face_px: int
+) -> list[Detection]:
+    """Detections from rows of ``[score, x1, y1, x2, y2]`` in 0..1 frame coordinates.
+
+    Boxes are scaled to pixels and clamped to the frame; boxes that are
+    degenerate after clamping, smaller than ``min_face_px`` high, or below
+    ``confidence`` are dropped. Sorted by score, best first.
+    """
+    rows = np.asarray(rows, dtype=np.float32).reshape(-1, 5)
+    rows = rows[np.isfinite(rows).all(axis=1) & (rows[:, 0] >= confidence)]
+    scale = np.array([width, height, width, height], np.float32)
+    xyxy = np.round(rows[:, 1:] * scale)
+    xyxy[:, 0::2] = np.clip(xyxy[:, 0::2], 0, width)
+    xyxy[:, 1::2] = np.clip(xyxy[:, 1::2], 0, height)
+    w, h = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
+    keep = (w > 0) & (h >= max(1, min_face_px))
+    order = np.argsort(-rows[keep, 0], kind="stable")
+    kept_boxes, kept_scores = xyxy[keep][order].astype(int), rows[keep, 0][order]
+    return [Detection(tuple(map(int, b)), float(s)) for b, s in zip(kept_boxes, kept_scores, strict=True)]

@@ -1,0 +1,245 @@
+"""The gate's configuration: one TOML file, validated into one typed object.
+
+Every field has a default, a description and bounds, so an empty file (or
+none at all) is a working configuration and a typo is caught at start-up,
+not at the first masked face. Unknown keys are errors: a misspelt
+``pulse_sec`` silently ignored would leave the door open for the default time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+
+from ..core.errors import ConfigError
+from ..core.settings import Section, error_lines
+from ..detectors.config import DetectorConfig
+
+DEFAULT_PATH = Path("/etc/maskgate/config.toml")
+CONFIG_ENV = "MASKGATE_CONFIG"
+
+
+def _no_pin(value: Any) -> Any:
+    """TOML has no null: ``false`` or ``"none"`` says an output is not fitted."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    return value
+
+
+def _index_as_text(value: Any) -> Any:
+    """``uri = 0`` in TOML (or ``--set source.uri=0``) is camera 0, as ``"0"`` is."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Uri = Annotated[str, BeforeValidator(_index_as_text)]
+
+# A BCM number (17) or any name gpiozero accepts ("GPIO17", "BOARD11"); false or "none" for no output.
+Pin = Annotated[int | str | None, BeforeValidator(_no_pin)]
+
+
+class SourceConfig(Section):
+    uri: Uri = Field(
+        "picamera",
+        description="'picamera'; a camera index ('0'); a video file; an rtsp:// or http(s):// URL; "
+        "an image file, folder or glob",
+    )
+    width: int = Field(640, ge=64, le=4096, description="capture width asked of cameras (px)")
+    height: int = Field(480, ge=48, le=4096, description="capture height asked of cameras (px)")
+    fps: float = Field(15.0, gt=0, le=120, description="frame rate asked of cameras; the pace of files")
+    pace: bool = Field(
+        True, description="files and images: deliver frames at `fps` as a camera would (`run` only)"
+    )
+    frames_per_image: int = Field(
+        1, ge=1, le=10_000, description="images: frames each still stands for, as if a person stood still"
+    )
+    loop: bool = Field(False, description="files and images: start again at the end instead of stopping")
+    max_frames: int | None = Field(None, ge=1, description="stop after this many frames (demos, tests)")
+    read_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="a live source with no new frame for this long counts as lost"
+    )
+    reconnect_initial_s: float = Field(
+        0.5, gt=0, le=60, description="first wait before reopening a lost source"
+    )
+    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="longest wait between reopen attempts")
+
+    @model_validator(mode="after")
+    def _backoff(self) -> SourceConfig:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_initial_s")
+        return self
+
+
+class ClassifierConfig(Section):
+    bundle: Path | None = Field(None, description="classifier bundle folder (default: the one shipped)")
+    threads: int = Field(0, ge=0, le=64, description="LiteRT threads (0 = one per CPU core)")
+    threshold: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="p(with_mask) from which a face counts as masked (default: bundle's)",
+    )
+    incorrect_is_masked: bool = Field(
+        False, description="count 'mask worn incorrectly' as masked (3-class models)"
+    )
+
+
+class DecisionConfig(Section):
+    window: int = Field(5, ge=1, le=100, description="frames of a face's recent history that vote")
+    confirm: int = Field(
+        3, ge=1, le=100, description="votes of the window needed to confirm a face masked or unmasked"
+    )
+    iou_match: float = Field(
+        0.3, gt=0.0, lt=1.0, description="box overlap that makes a detection the same face"
+    )
+    forget_after_s: float = Field(1.0, gt=0, le=60, description="a face not seen for this long is gone")
+    min_face_px: int = Field(
+        40, ge=1, le=4096, description="faces smaller than this (box height, px) are too far to decide on"
+    )
+    min_detection_score: float = Field(
+        0.5, ge=0.01, le=0.99, description="fainter detections neither open nor block the gate"
+    )
+    pulse_s: float = Field(3.0, gt=0, le=60, description="how long the relay stays on per unlock")
+    cooldown_s: float = Field(2.0, ge=0, le=600, description="wait after a pulse before the next unlock")
+    once_per_face: bool = Field(
+        True, description="unlock once per confirmed face, not again while the same person stays"
+    )
+    cancel_on_unmasked: bool = Field(
+        True, description="end a pulse early when an unmasked face is confirmed (tailgating)"
+    )
+    alarm_s: float = Field(
+        2.0, ge=0, le=60, description="the red LED stays on this long after an unmasked face leaves"
+    )
+    buzzer_s: float = Field(0.5, ge=0, le=10, description="how long the buzzer sounds per newly denied face")
+
+    @model_validator(mode="after")
+    def _votes(self) -> DecisionConfig:
+        if self.confirm > self.window:
+            raise ValueError(f"confirm ({self.confirm}) cannot exceed window ({self.window})")
+        if 2 * self.confirm <= self.window:
+            raise ValueError(
+                f"confirm ({self.confirm}) must be more than half of window ({self.window}), "
+                "or a face could be confirmed masked and unmasked at once"
+            )
+        return self
+
+
+class OutputsConfig(Section):
+    pin_factory: Literal["auto", "mock", "lgpio", "rpigpio", "pigpio", "native"] = Field(
+        "auto", description="gpiozero pin factory: 'auto' picks the board's; 'mock' simulates pins"
+    )
+    relay_pin: Pin = Field(17, description="door relay (BCM number or gpiozero pin name); false = no relay")
+    relay_active_high: bool = Field(True, description="the relay board switches on a high level")
+    green_pin: Pin = Field(27, description="green LED: a pulse is running")
+    red_pin: Pin = Field(22, description="red LED: an unmasked face is present")
+    leds_active_high: bool = Field(True, description="the LEDs light on a high level")
+    buzzer_pin: Pin = Field(None, description="buzzer sounding with the red LED; false = no buzzer")
+    buzzer_active_high: bool = Field(True, description="the buzzer sounds on a high level")
+
+    @model_validator(mode="after")
+    def _distinct_pins(self) -> OutputsConfig:
+        pins = [
+            str(p) for p in (self.relay_pin, self.green_pin, self.red_pin, self.buzzer_pin) if p is not None
+        ]
+        dup = sorted({p for p in pins if pins.count(p) > 1})
+        if dup:
+            raise ValueError(f"pin {dup[0]} is given to more than one output")
+        return self
+
+
+class ServiceConfig(Section):
+    stats_every_s: float = Field(
+        60.0, ge=1, le=86_400, description="interval of the summary log line (frames, fps, latency)"
+    )
+    snapshot_dir: Path | None = Field(
+        None, description="save the frame of each unlock and denial here; none = store no images"
+    )
+    snapshot_max_mb: float = Field(
+        100.0, gt=0, le=100_000, description="oldest snapshots are deleted beyond this total size"
+    )
+
+
+class GateConfig(Section):
+    """Everything ``maskgate run`` needs; ``detect`` uses its source, detector and classifier."""
+
+    source: SourceConfig = SourceConfig()
+    detector: DetectorConfig = DetectorConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    decision: DecisionConfig = DecisionConfig()
+    outputs: OutputsConfig = OutputsConfig()
+    service: ServiceConfig = ServiceConfig()
+
+
+def build(data: dict[str, Any], origin: str = "configuration") -> GateConfig:
+    """Validate a nested dict; every problem is named by its key path, all on one line."""
+    try:
+        return GateConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{origin}: " + "; ".join(error_lines(e, GateConfig))) from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config {path} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config {path} cannot be read: {getattr(e, 'strerror', None) or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config {path} is not valid TOML: {e}") from None
+
+
+def resolve_path(explicit: Path | None, *, system_default: bool = True) -> Path | None:
+    """The file to read: the one named, else $MASKGATE_CONFIG, else the system one if it exists."""
+    if explicit is not None:
+        return Path(explicit)
+    if not system_default:
+        return None
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    return DEFAULT_PATH if DEFAULT_PATH.is_file() else None
+
+
+def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply a command-line override such as ``detector.confidence`` = ``0.6`` to raw config data."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {part} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.path=value``, the value read as TOML (``0.6``, ``true``, ``[640, 480]``), else as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. detector.confidence=0.6")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def load(
+    path: Path | None = None, overrides: list[tuple[str, Any]] = (), *, system_default: bool = True
+) -> tuple[GateConfig, str]:
+    """The validated configuration and where it came from (a file, or the built-in defaults).
+
+    ``system_default=False`` reads only an explicitly named file: batch commands
+    on a gate should not silently pick up the gate's own settings.
+    """
+    resolved = resolve_path(path, system_default=system_default)
+    data = read_toml(resolved) if resolved is not None else {}
+    for key, value in overrides:
+        set_key(data, key, value)
+    origin = f"config {resolved}" if resolved is not None else "configuration"
+    return build(data, origin), (str(resolved) if resolved is not None else "built-in defaults")

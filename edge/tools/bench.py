@@ -1,0 +1,548 @@
+"""``maskgate bench``: how fast each stage is on this device, int8 against float, as figures.
+
+Frames are read once from the source (the read and decode time of each is
+the *capture* stage), then every measurement runs on the same frames:
+
+- **detector** alone, per backend and input size: ``ssd-int8`` (LiteRT) and ``ssd-opencv`` (cv2.dnn);
+- **classifier** alone, per variant: one face per call, and all faces of a frame in one call;
+- the **pipeline** per variant, stage by stage: capture, detect, preprocess, classify, decide, total.
+
+Variants: ``int8`` (the shipped path: ssd-int8 and the int8 classifier), ``float32`` (the
+float detector and the bundle's float32 classifier, when the bundle has one) and ``keras``
+(the usual public path: OpenCV's float SSD at 300x300 and a Keras model's ``predict`` per
+frame), which needs TensorFlow and ``--keras MODEL``. edge/ never imports TensorFlow: the
+Keras variant is provided by train/ through the ``maskgate.bench`` entry point, and is
+skipped, with the reason, when that is not installed. Every timing follows a warm-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..core import sysinfo, timing
+from ..core.bundle import default_bundle_path, load_bundle
+from ..core.errors import ConfigError, DataError
+from ..core.geometry import crop, expand_box
+from ..core.litert import runtime_name
+from ..core.preprocess import prepare_face
+from ..core.timing import summarize
+from ..core.voc import annotation_files, parse_voc
+from ..detectors.base import FaceDetector
+from ..detectors.registry import make_detector
+from ..gate.analyzer import FrameAnalyzer
+from ..gate.classifier import classifier_from_bundle
+from ..gate.config import GateConfig, SourceConfig
+from ..gate.decision import Gate
+from ..gate.sources import open_source
+from ..gate.tracking import Observation, Tracker
+from .config import BenchConfig
+from .scoring import Prediction, match_image, match_scored
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "maskgate-bench/1"
+PLUGIN_GROUP = "maskgate.bench"
+STAGES = ("capture", "detect", "preprocess", "classify", "decide", "total")
+
+
+@dataclass
+class Series:
+    """Timings of one measured thing, one entry per frame (or face)."""
+
+    ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    faces: list[int] = field(default_factory=list)
+
+    def stats(self) -> dict[str, Any] | None:
+        s = summarize(self.ms)
+        if s is None:
+            return None
+        s["fps"] = 1000.0 / s["mean"] if s["mean"] > 0 else None
+        if self.cpu_ms:
+            s["cpu_ms"] = float(np.mean(self.cpu_ms))
+        if self.faces:
+            s["faces_per_frame"] = float(np.mean(self.faces))
+        return s
+
+
+class Clock:
+    """Wall and CPU time of a block, in milliseconds."""
+
+    def __enter__(self) -> Clock:
+        self.t, self.c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ms = (time.perf_counter() - self.t) * 1000
+        self.cpu_ms = (time.process_time() - self.c) * 1000
+
+
+def rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def read_frames(cfg: BenchConfig) -> tuple[list[np.ndarray], list[str | None], Series]:
+    """The frames to measure on, their file names (images), and what reading and decoding each cost."""
+    source = open_source(SourceConfig(uri=cfg.source, pace=False, loop=True))
+    frames, names, capture = [], [], Series()
+    with source, tqdm(total=cfg.frames, desc="read frames", unit="frame", leave=False, disable=None) as bar:
+        while len(frames) < cfg.frames:
+            with Clock() as c:
+                frame = source.read()
+            if frame is None:
+                break
+            frames.append(frame.image)
+            names.append(frame.name)
+            capture.ms.append(c.ms)
+            capture.cpu_ms.append(c.cpu_ms)
+            bar.update()
+    if not frames:
+        raise DataError(f"source {cfg.source}: no readable frame")
+    return frames, names, capture
+
+
+def measure(fn: Callable[[Any], Any], items: Sequence[Any], cfg: BenchConfig, desc: str) -> Series:
+    """``timing.measure`` with the run's warm-up, duration and a progress bar."""
+    bar = tqdm(items, desc=desc, unit="item", leave=False, disable=None)
+    wall, cpu = timing.measure(fn, bar, warmup=cfg.warmup, duration=cfg.duration)
+    return Series(ms=wall, cpu_ms=cpu)
+
+
+def face_boxes(frames: list[np.ndarray], detector: FaceDetector, margin: float) -> list[list[tuple]]:
+    """Per frame, the grown boxes of the faces the detector finds, or a centre crop where it finds none,
+    so every frame gives the classifier work of a realistic size."""
+    out = []
+    for image in frames:
+        h, w = image.shape[:2]
+        boxes = [expand_box(d.box, margin, w, h) for d in detector.detect(image)]
+        out.append([b for b in boxes if b is not None] or [(w // 4, h // 4, 3 * w // 4, 3 * h // 4)])
+    return out
+
+
+def face_crops(frames: list[np.ndarray], boxes: list[list[tuple]], size: int) -> list[np.ndarray]:
+    """Per frame, its faces as one N x size x size x 3 batch."""
+    return [
+        np.stack([prepare_face(crop(image, b), size) for b in bs])
+        for image, bs in zip(frames, boxes, strict=True)
+    ]
+
+
+@dataclass
+class Variant:
+    """A detector and a classifier measured together, as the gate would run them."""
+
+    name: str
+    analyzer: FrameAnalyzer
+    load_s: float
+    note: str = ""
+
+
+def keras_plugin() -> Callable[[Path], Any] | str:
+    """The Keras reference classifier factory, or why it is unavailable."""
+    found = [ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name == "keras"]
+    if not found:
+        return "maskgate's train stage is not installed (pip install 'maskgate[train]')"
+    try:
+        return found[0].load()
+    except ImportError as e:
+        return f"TensorFlow is not installed ({e.name or e}); pip install 'maskgate[train]'"
+
+
+def build_variants(
+    cfg: BenchConfig, threads: int, gate_cfg: GateConfig
+) -> tuple[list[Variant], dict[str, str]]:
+    bundle = load_bundle(cfg.bundle or default_bundle_path(), kind="classifier")
+    margin = gate_cfg.detector.margin
+    det_cfg = gate_cfg.detector.model_copy(update={"threads": threads, "bundle": cfg.detector_bundle})
+    opencv_cfg = det_cfg.model_copy(update={"backend": "ssd-opencv"})
+    skipped: dict[str, str] = {}
+
+    gate_filter = {
+        "min_score": gate_cfg.decision.min_detection_score,
+        "min_height": gate_cfg.decision.min_face_px,
+    }
+
+    def variant(name: str, note: str, detector_cfg, classifier_factory, keep=gate_filter) -> Variant:
+        with Clock() as c:
+            analyzer = FrameAnalyzer(
+                make_detector(detector_cfg), bundle, margin=margin, classifier=classifier_factory(), **keep
+            )
+        return Variant(name, analyzer, c.ms / 1000, note)
+
+    variants = [
+        variant(
+            "int8",
+            "ssd-int8 + int8 classifier",
+            det_cfg.model_copy(update={"backend": "ssd-int8"}),
+            lambda: classifier_from_bundle(bundle, num_threads=threads),
+        )
+    ]
+    if bundle.float_model_path is None:
+        skipped["float32"] = (
+            f"bundle {bundle.path.name} has no float32 model (convert it without --no-float32)"
+        )
+    else:
+        variants.append(
+            variant(
+                "float32",
+                "ssd-opencv (float) + float32 TFLite classifier",
+                opencv_cfg,
+                lambda: classifier_from_bundle(bundle, num_threads=threads, float_model=True),
+            )
+        )
+    if cfg.keras is None:
+        skipped["keras"] = "no --keras model given"
+    else:
+        with Clock() as c:  # importing TensorFlow is part of what this variant costs to start
+            factory = keras_plugin()
+        if isinstance(factory, str):
+            skipped["keras"] = factory
+        else:
+            # The public pipeline as published: SSD at 300x300 keeping faces from score 0.5, every
+            # one of them classified by one model.predict call per frame, no size filter.
+            keras = variant(
+                "keras",
+                "ssd-opencv 300x300, faces from score 0.5, Keras model.predict per frame",
+                opencv_cfg.model_copy(update={"input_size": (300, 300), "confidence": 0.5}),
+                lambda: factory(cfg.keras),
+                keep={"min_score": 0.5, "min_height": 0},
+            )
+            keras.load_s += c.ms / 1000
+            keras.note += f" (TensorFlow threads: {keras.analyzer.classifier.threads})"
+            variants.append(keras)
+    return variants, skipped
+
+
+def pipeline(
+    variant: Variant, frames: list[np.ndarray], capture: Series, cfg: BenchConfig, gate_cfg: GateConfig
+) -> dict[str, Any]:
+    """Stage by stage, the way ``maskgate run`` does it, on every frame."""
+    d = gate_cfg.decision
+    tracker = Tracker(
+        iou_match=d.iou_match, window=d.window, confirm=d.confirm, forget_after_s=d.forget_after_s
+    )
+    gate = Gate(d)
+    series = {s: Series() for s in STAGES if s != "capture"}
+    for image in frames[: cfg.warmup]:
+        variant.analyzer.analyze(image)
+    deadline = time.monotonic() + cfg.duration if cfg.duration else None
+    for i, image in enumerate(
+        tqdm(frames, desc=f"pipeline {variant.name}", unit="frame", leave=False, disable=None)
+    ):
+        with Clock() as total:
+            analysis = variant.analyzer.analyze(image)
+            with Clock() as decide:
+                t = i / 15.0  # frames as a 15 fps camera would deliver them
+                gate.step(
+                    t, tracker.update(t, [Observation(f.box, f.masked, f.p_masked) for f in analysis.faces])
+                )
+        timings = analysis.timings
+        for name, ms in (
+            ("detect", timings.detect),
+            ("preprocess", timings.preprocess),
+            ("classify", timings.classify),
+            ("decide", decide.ms),
+            ("total", total.ms),
+        ):
+            series[name].ms.append(ms)
+        series["total"].cpu_ms.append(total.cpu_ms)
+        series["total"].faces.append(len(analysis.faces))
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    # capture is measured once, when the frames are read: a camera-fed gate pays it on top of the rest
+    return {"capture": capture.stats()} | {k: v.stats() for k, v in series.items()}
+
+
+def classifier_profile(variant: Variant, batches: list[np.ndarray], cfg: BenchConfig) -> dict[str, Any]:
+    """One face per invocation, and each frame's faces in one invocation (reported per face)."""
+    predict = variant.analyzer.classifier.predict
+    faces = [face[None] for batch in batches for face in batch]
+    one = measure(predict, faces, cfg, f"classifier {variant.name}")
+    batched = measure(predict, batches, cfg, f"classifier {variant.name} batched")
+    per_face = Series(ms=[ms / len(b) for ms, b in zip(batched.ms, batches, strict=False)])
+    return {
+        "per_face": one.stats(),
+        "batched_per_face": per_face.stats(),
+        "batch_faces_mean": float(np.mean([len(b) for b in batches])),
+    }
+
+
+def detector_profile(
+    frames: list[np.ndarray], names: list[str | None], cfg: BenchConfig, threads: int, gate_cfg: GateConfig
+) -> dict[str, Any]:
+    """Each backend at each input size on every frame; with ``--voc``, also what it finds.
+
+    The faces each backend reports are classified by the int8 classifier and
+    scored against the VOC boxes (the scenes metric), and ssd-int8's boxes are
+    matched against ssd-opencv's at the same size (recall at IoU >= 0.5, from
+    score 0.5 for both, and the correlation of matched scores).
+    """
+    truth = voc_truth(cfg.voc) if cfg.voc is not None else None
+    bundle = load_bundle(cfg.bundle or default_bundle_path(), kind="classifier")
+    out: dict[str, Any] = {}
+    found: dict[str, list] = {}
+    for backend in ("ssd-int8", "ssd-opencv"):
+        detector_cfg = gate_cfg.detector.model_copy(
+            update={"backend": backend, "threads": threads, "bundle": cfg.detector_bundle}
+        )
+        analyzer = FrameAnalyzer(
+            make_detector(detector_cfg), bundle, margin=gate_cfg.detector.margin, threads=threads
+        )
+        for w, h in cfg.sizes:
+            key = f"{backend}@{w}x{h}"
+            analyzer.detector.input_size = (w, h)
+            series, faces = Series(), []
+            for image in frames[: cfg.warmup]:
+                analyzer.detector.detect(image)
+            deadline = time.monotonic() + cfg.duration if cfg.duration else None
+            for image in tqdm(frames, desc=key, unit="frame", leave=False, disable=None):
+                analysis = analyzer.analyze(image)
+                series.ms.append(analysis.timings.detect)
+                faces.append(analysis.faces)
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+            out[key] = series.stats()
+            found[key] = faces
+            if truth is not None:
+                out[key]["scenes"] = scenes_metric(truth, names, faces)
+        analyzer.close()
+    for w, h in cfg.sizes:
+        int8, float_ = found[f"ssd-int8@{w}x{h}"], found[f"ssd-opencv@{w}x{h}"]
+        n = min(len(int8), len(float_))  # under --duration the two may have seen different numbers of frames
+        out[f"ssd-int8@{w}x{h}"]["vs_opencv"] = agreement(float_[:n], int8[:n], min_score=0.5)
+    return out
+
+
+def agreement(reference: list[list], candidate: list[list], *, min_score: float) -> dict[str, Any]:
+    """How many of the reference detector's faces (from ``min_score``) the candidate finds at that score."""
+    total = hit = 0
+    pairs: list[tuple[float, float]] = []
+    for ref, got in zip(reference, candidate, strict=True):
+        n, k, p = match_scored(
+            [(f.box, f.detection_score) for f in ref if f.detection_score >= min_score],
+            [(f.box, f.detection_score) for f in got if f.detection_score >= min_score],
+        )
+        total, hit, pairs = total + n, hit + k, pairs + p
+    a = np.asarray(pairs) if pairs else np.zeros((0, 2))
+    return {
+        "reference_faces": total,
+        "found": hit,
+        "recall": hit / total if total else None,
+        "score_correlation": float(np.corrcoef(a[:, 0], a[:, 1])[0, 1]) if len(a) > 2 else None,
+    }
+
+
+def voc_truth(voc: Path) -> dict[str, list]:
+    return dict(parse_voc(x) for x in annotation_files(voc))
+
+
+def scenes_metric(truth: dict[str, list], names: list[str | None], faces: list[list]) -> dict[str, Any]:
+    """The scenes benchmark (``maskgate score``) on the frames that have annotations."""
+    from collections import Counter
+
+    total: Counter = Counter()
+    seen = set()
+    for name, frame_faces in zip(names, faces, strict=False):  # under --duration, faces may be fewer
+        if name in truth and name not in seen:  # a looping source repeats frames: count each image once
+            seen.add(name)
+            total += match_image(
+                truth[name], [Prediction(f.box, f.label) for f in frame_faces], iou=0.4, min_height=32
+            )
+    n = total["faces"]
+    return {
+        "images": len(seen),
+        "faces": n,
+        "recall": total["found"] / n if n else None,
+        "end_to_end_accuracy": total["right"] / n if n else None,
+    }
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    from ..gate.config import load
+
+    gate_cfg, _ = load(cfg.config, system_default=False)  # the device's detector and decision settings
+    frames, names, capture = read_frames(cfg)
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "source": cfg.source,
+        "machine": sysinfo.machine(),
+        "libraries": sysinfo.library_versions() | {"runtime": runtime_name()},
+        "settings": cfg.model_dump(mode="json", exclude={"json_out", "plot"}),
+        "runs": [],
+    }
+    for threads in cfg.threads:
+        import cv2
+
+        cv2.setNumThreads(threads)
+        variants, skipped = build_variants(cfg, threads, gate_cfg)
+        run: dict[str, Any] = {"threads": threads, "variants": {}, "skipped": skipped}
+        # every classifier sees the same faces: those the int8 detector finds
+        boxes = face_boxes(frames, variants[0].analyzer.detector, gate_cfg.detector.margin)
+        for v in variants:
+            batches = face_crops(frames, boxes, v.analyzer.classifier.input_size)
+            run["variants"][v.name] = {
+                "what": v.note,
+                "load_s": round(v.load_s, 3),
+                "pipeline": pipeline(v, frames, capture, cfg, gate_cfg),
+                "classifier": classifier_profile(v, batches, cfg),
+            }
+        for v in variants:
+            v.analyzer.close()
+        run["detectors"] = detector_profile(frames, names, cfg, threads, gate_cfg)
+        result["runs"].append(run)
+    headline = max(result["runs"], key=lambda r: r["threads"])
+    total = headline["variants"]["int8"]["pipeline"]["total"]
+    result |= {
+        "frames": len(frames),
+        "threads": headline["threads"],
+        "p50_ms": total["p50"],
+        "p95_ms": total["p95"],
+        "fps": total["fps"],
+        "stages": headline["variants"]["int8"]["pipeline"],
+        "variants": headline["variants"],
+        "detectors": headline["detectors"],
+        "skipped": headline["skipped"],
+        "peak_rss_mb": round(rss_mb(), 1),
+    }
+    result["ratios"] = ratios(headline)
+    if cfg.duration:
+        result["notes"] = ["--duration ends each measurement on time, so variants may cover different frames"]
+    return result
+
+
+def ratios(run: dict[str, Any]) -> dict[str, float]:
+    """How many times faster int8 is than the other variants, on the same frames."""
+    v = run["variants"]
+    out: dict[str, float] = {}
+    for other in ("float32", "keras"):
+        if other in v:
+            out[f"pipeline_fps_int8_over_{other}"] = (
+                v["int8"]["pipeline"]["total"]["fps"] / v[other]["pipeline"]["total"]["fps"]
+            )
+            out[f"classifier_per_face_{other}_over_int8"] = (
+                v[other]["classifier"]["per_face"]["mean"] / v["int8"]["classifier"]["per_face"]["mean"]
+            )
+    d = run["detectors"]
+    for key in d:
+        if key.startswith("ssd-int8@"):
+            size = key.split("@")[1]
+            out[f"detector_{size}_opencv_over_int8"] = d[f"ssd-opencv@{size}"]["mean"] / d[key]["mean"]
+    return out
+
+
+def _num(stats: dict[str, Any] | None, key: str, width: int, digits: int = 2) -> str:
+    """A right-aligned figure, or n/a where a measurement had nothing to measure."""
+    value = (stats or {}).get(key)
+    return f"{value:{width}.{digits}f}" if value is not None else f"{'n/a':>{width}s}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The figures as a terminal table."""
+    m = result["machine"]
+    libs = result["libraries"]
+    runtime = libs.get("runtime")
+    lines = [
+        f"maskgate bench: {result['frames']} frames from {result['source']}",
+        f"{m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}, "
+        f"{runtime} {result['libraries'].get(runtime, '')}, "
+        f"OpenCV {libs.get('opencv-python-headless') or libs.get('opencv-python')}",
+    ]
+    for run in result["runs"]:
+        lines += [
+            "",
+            f"== {run['threads']} thread(s)",
+            "",
+            f"{'pipeline (ms per frame)':34s}" + "".join(f"{s:>11s}" for s in STAGES) + f"{'fps':>8s}",
+        ]
+        for name, v in run["variants"].items():
+            p = v["pipeline"]
+            lines.append(
+                f"{name + ' p50':34s}"
+                + "".join(_num(p[s], "p50", 11) for s in STAGES)
+                + _num(p["total"], "fps", 8, 1)
+            )
+            lines.append(f"{name + ' p95':34s}" + "".join(_num(p[s], "p95", 11) for s in STAGES))
+        lines += ["", f"{'variant':34s}{'load s':>10s}{'CPU ms/frame':>14s}{'faces/frame':>13s}  what"]
+        for name, v in run["variants"].items():
+            t = v["pipeline"]["total"]
+            lines.append(
+                f"{name:34s}{v['load_s']:10.2f}"
+                + _num(t, "cpu_ms", 14)
+                + _num(t, "faces_per_frame", 13)
+                + f"  {v['what']}"
+            )
+        lines += ["", f"{'classifier (ms per face)':34s}{'one face p50':>14s}{'batched p50':>14s}"]
+        for name, v in run["variants"].items():
+            c = v["classifier"]
+            lines.append(
+                f"{name:34s}" + _num(c["per_face"], "p50", 14) + _num(c["batched_per_face"], "p50", 14)
+            )
+        lines += [
+            "",
+            f"{'detector (ms per frame)':34s}{'p50':>10s}{'p95':>10s}{'vs opencv':>11s}{'scenes e2e':>12s}",
+        ]
+        for name, d in run["detectors"].items():
+            vs = d.get("vs_opencv", {}).get("recall")
+            e2e = d.get("scenes", {}).get("end_to_end_accuracy")
+            lines.append(
+                f"{name:34s}"
+                + _num(d, "p50", 10)
+                + _num(d, "p95", 10)
+                + (f"{vs:11.4f}" if vs is not None else f"{'':11s}")
+                + (f"{e2e:12.4f}" if e2e is not None else "")
+            )
+        for name, why in run["skipped"].items():
+            lines.append(f"skipped {name}: {why}")
+    lines += [
+        "",
+        "ratios (same frames): " + ", ".join(f"{k} {v:.1f}x" for k, v in result["ratios"].items()),
+        f"peak RSS {result['peak_rss_mb']} MB",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Stacked latency per stage per variant, and detector time per backend and size."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ConfigError("--plot needs matplotlib: pip install 'maskgate[train]' or matplotlib") from e
+    variants = result["variants"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = list(variants)
+    bottom = np.zeros(len(names))
+    for stage in ("detect", "preprocess", "classify", "decide"):
+        values = np.array([variants[n]["pipeline"][stage]["p50"] for n in names])
+        ax1.bar(names, values, bottom=bottom, label=stage)
+        bottom += values
+    ax1.set_ylabel("ms per frame (p50)")
+    ax1.set_title(f"pipeline, {result['threads']} thread(s)")
+    ax1.legend()
+    det = result["detectors"]
+    ax2.bar(
+        list(det),
+        [det[k]["p50"] for k in det],
+        color=["tab:green" if "int8" in k else "tab:gray" for k in det],
+    )
+    ax2.set_ylabel("ms per frame (p50)")
+    ax2.set_title("face detector alone")
+    ax2.tick_params(axis="x", rotation=30)
+    fig.suptitle(f"{result['machine']['cpu']}, {result['frames']} frames")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

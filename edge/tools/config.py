@@ -1,0 +1,103 @@
+"""The tools' own options, as settings models the command line is built from.
+
+Kept apart from the tools themselves so that ``maskgate bench --help`` builds
+its parser without loading numpy, OpenCV or LiteRT.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from ..core.settings import Section
+from ..core.sizes import check_sizes, parse_sizes
+from ..detectors.config import DetectorConfig
+
+
+def _int_list(value: Any) -> Any:
+    return [int(v) for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+class BenchConfig(Section):
+    config: Path | None = Field(
+        None, description="gate configuration whose detector and decision settings to use"
+    )
+    source: str = Field(
+        "picamera", description="image file, folder or glob; a video; a camera index; a URL; 'picamera'"
+    )
+    bundle: Path | None = Field(None, description="classifier bundle (default: the shipped one)")
+    detector_bundle: Path | None = Field(
+        None, description="ssd-int8 detector bundle (default: the shipped one)"
+    )
+    keras: Path | None = Field(
+        None,
+        description="a .keras model or training run: adds the Keras model.predict reference (TensorFlow)",
+    )
+    frames: int = Field(200, ge=5, le=100_000, description="frames to measure on")
+    duration: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        description="instead of running all frames, stop each measurement after S seconds",
+    )
+    warmup: int = Field(5, ge=0, le=1000, description="untimed runs before each measurement")
+    threads: list[int] = Field(
+        [os.cpu_count() or 1], min_length=1, description="thread counts to measure at, e.g. 1,2,4"
+    )
+    sizes: list[tuple[int, int]] = Field(
+        [(300, 300), (640, 480)], min_length=1, description="detector input sizes, e.g. 300x300,640x480"
+    )
+    voc: Path | None = Field(
+        None, description="VOC folder annotating the source's images: adds recall and the scenes metric"
+    )
+    json_out: Path | None = Field(
+        None, description="write the figures as JSON", json_schema_extra={"flag": "--json"}
+    )
+    plot: Path | None = Field(None, description="write a PNG of latency per stage per variant (matplotlib)")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, value: Any) -> Any:
+        try:
+            return _int_list(value)
+        except ValueError:
+            raise ValueError(f"expected thread counts such as 1,2,4, got {value!r}") from None
+
+    @field_validator("threads")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(t < 1 or t > 64 for t in value):
+            raise ValueError("thread counts must be 1 to 64")
+        return value
+
+    _parse_sizes = field_validator("sizes", mode="before")(lambda v: parse_sizes(v))
+    _check_sizes = field_validator("sizes")(lambda v: check_sizes(v))
+
+
+Backend = DetectorConfig.model_fields["backend"].annotation  # whatever backends the gate has
+
+
+class CropFacesConfig(Section):
+    source: str = Field(description="folder of photos (one level), an image file or a glob")
+    out: Path = Field(description="folder to create for the crops, crops.csv and summary.json")
+    classify: bool = Field(False, description="sort crops into a folder per class by the classifier")
+    bundle: Path | None = Field(None, description="--classify: classifier bundle (default: the shipped one)")
+    margin: float = Field(0.15, ge=0.0, le=1.0, description="grow each face box by this share per side")
+    min_size: int = Field(32, ge=1, le=4096, description="smallest face kept (detector box height, px)")
+    detector: Backend = Field("ssd-int8", description="face detector backend, as detector.backend")
+    detector_bundle: Path | None = Field(
+        None, description="ssd-int8: detector bundle (default: the shipped one); unet: segmenter bundle"
+    )
+    confidence: float = Field(0.5, ge=0.01, le=0.99, description="lowest detection score kept")
+    threads: int = Field(0, ge=0, le=64, description="detector and classifier threads (0 = one per core)")
+
+    @model_validator(mode="after")
+    def _bundles_fit(self) -> CropFacesConfig:
+        if self.bundle is not None and not self.classify:
+            raise ValueError("--bundle is the classifier of --classify; add --classify or drop --bundle")
+        if self.detector_bundle is not None and self.detector == "ssd-opencv":
+            raise ValueError("--detector-bundle is for ssd-int8 or unet; ssd-opencv loads the fetched files")
+        return self
