@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_one_line_error, face, maskgate
-from maskgate.edge.tools.bench import SCHEMA, STAGES, BenchConfig, Series, keras_plugin, ratios
+from maskgate.edge.tools import bench
+from maskgate.edge.tools.bench import (
+    SCHEMA,
+    STAGES,
+    BenchConfig,
+    Series,
+    busy_measurements,
+    keras_plugin,
+    ratios,
+)
 
 
 def test_statistics_of_known_timings():
@@ -40,6 +49,31 @@ def test_ratios_compare_variants_on_the_same_frames():
         "classifier_per_face_keras_over_int8": 30.0,
         "detector_300x300_opencv_over_int8": 4.0,
     }
+
+
+def test_measurements_under_a_competing_load_are_named(monkeypatch):
+    monkeypatch.setattr(bench, "load_average", lambda: 3.4)
+    quiet, loaded = {"load_1min": 1.9}, Series(ms=[1.0, 2.0]).stats()
+    assert loaded["load_1min"] == 3.4  # every measurement records the load it ended under
+    runs = [
+        {
+            "threads": 1,
+            "variants": {"int8": {"pipeline": {"total": quiet}}},
+            "detectors": {"ssd-int8@300x300": loaded},
+        },
+        {"threads": 2, "variants": {"int8": {"pipeline": {"total": loaded}}}, "detectors": {}},
+    ]
+    # 1 thread on 2 cores: load 1.9 is the benchmark (and a little); 3.4 is something else running
+    assert busy_measurements({"runs": runs}, cores=2) == [
+        "detector ssd-int8@300x300 @ 1 thread(s) (load 3.4)",
+        "pipeline int8 @ 2 thread(s) (load 3.4)",
+    ]
+    # a quiet machine names none
+    monkeypatch.setattr(bench, "load_average", lambda: 0.2)
+    calm = Series(ms=[1.0]).stats()
+    runs[0]["detectors"]["ssd-int8@300x300"] = calm
+    runs[1]["variants"]["int8"]["pipeline"]["total"] = calm
+    assert busy_measurements({"runs": runs}, cores=2) == []
 
 
 def test_options_are_validated():

@@ -91,7 +91,7 @@ def test_classified_crops_are_the_source_pixels_sorted_by_class(photos, tmp_path
 
 def test_flat_crops_with_min_size_and_margin(photos, tmp_path, capsys):
     loose, strict = tmp_path / "loose", tmp_path / "strict"
-    args = ["-q", "crop-faces", "--source", str(photos), *SSD, "--margin", "0"]
+    args = ["-q", "crop-faces", "--source", str(photos), *SSD, "--set", "detector.margin=0"]
     assert main([*args, "--out", str(loose), "--min-size", "1"]) == 0
     assert main([*args, "--out", str(strict), "--min-size", "45"]) == 0
     loose_rows, strict_rows = _rows(loose), _rows(strict)
@@ -122,13 +122,12 @@ def test_bad_sources_and_options_are_one_line_and_leave_nothing(photos, tmp_path
         (["--source", str(corrupt_only)], "o3", "none of 1 file(s) is a readable image"),
         (["--source", str(photos), "--bundle", str(tmp_path)], "o4", "--bundle", "--classify"),
         (["--source", str(photos), "--classify", "--bundle", str(tmp_path)], "o5", "not a maskgate bundle"),
-        (["--source", str(photos), "--margin", "2"], "o6", "--margin"),
-        (["--source", str(photos), "--detector", "yolo"], "o7", "--detector"),
+        (["--source", str(photos), "--set", "detector.margin=2"], "o6", "detector.margin"),
+        (["--source", str(photos), "--detector", "yolo"], "o7", "detector.backend", "yolo"),
         (
-            ["--source", str(photos), "--detector", "ssd-opencv", "--detector-bundle", str(tmp_path)],
+            ["--source", str(photos), "--set", f"detector.bundle={tmp_path}"],
             "o8",
-            "--detector-bundle",
-            "ssd-opencv",
+            "not a maskgate bundle",
         ),
         (["--source", str(photos)], "existing", "already exists"),
     ]

@@ -28,10 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("outputs", help="drive the gate's GPIO outputs directly: off, or a wiring test")
     osub = p.add_subparsers(dest="outputs_command", required=True, metavar="ACTION")
     o = osub.add_parser("off", help="drive every configured output off (systemd ExecStopPost uses this)")
-    add_gate_options(o, default_note=SYSTEM_NOTE, shortcuts=False)
+    add_gate_options(o, default_note=SYSTEM_NOTE, shortcuts=())
     o.set_defaults(handler=_outputs_off)
     o = osub.add_parser("test", help="pulse the relay, then light each LED and the buzzer in turn")
-    add_gate_options(o, default_note=SYSTEM_NOTE, shortcuts=False)
+    add_gate_options(o, default_note=SYSTEM_NOTE, shortcuts=())
     o.set_defaults(handler=_outputs_test)
 
 

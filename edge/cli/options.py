@@ -141,43 +141,54 @@ def config_from_args(model: type[BaseModel], args: argparse.Namespace):
         raise ConfigError("; ".join(error_lines(e, model, name=flag))) from None
 
 
+SHORTCUTS = {
+    "source": ("source.uri", "sets source.uri: picamera, a camera index, video, URL, image, folder or glob"),
+    "bundle": ("classifier.bundle", "sets classifier.bundle: a classifier bundle folder"),
+    "detector": ("detector.backend", "sets detector.backend (ssd-int8, ssd-opencv, unet)"),
+}
+
+
 def add_gate_options(
-    p: argparse.ArgumentParser, *, default_note: str, source_required: bool = False, shortcuts: bool = True
+    p: argparse.ArgumentParser,
+    *,
+    default_note: str,
+    source_required: bool = False,
+    shortcuts: Sequence[str] = ("source", "bundle", "detector"),
 ) -> None:
-    """``--config`` and ``--set`` (and the shortcuts for the source, classifier and detector)."""
+    """``--config`` and ``--set``, and the shortcut flags for common settings.
+
+    Every device command and tool reads the gate's settings this one way, so a tool
+    never carries a copy of a gate setting with another default.
+    """
     p.add_argument("--config", type=Path, help=f"TOML configuration file ({default_note})")
-    if shortcuts:
-        p.add_argument(
-            "--source",
-            required=source_required,
-            help="sets source.uri: picamera, a camera index, video, URL, image, folder or glob",
-        )
-        p.add_argument("--bundle", type=Path, help="sets classifier.bundle: a classifier bundle folder")
-        p.add_argument("--detector", help="sets detector.backend (ssd-int8, ssd-opencv, unet)")
+    for name in shortcuts:
+        _, help_text = SHORTCUTS[name]
+        kind = Path if name == "bundle" else str
+        p.add_argument(f"--{name}", type=kind, help=help_text,
+                       **({"required": True} if name == "source" and source_required else {}))  # fmt: skip
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         dest="overrides",
-        help="override one setting, e.g. --set detector.confidence=0.6 (repeatable)",
+        help="override one setting of the gate's configuration, e.g. --set detector.confidence=0.6 "
+        "(repeatable)",
     )
 
 
 SYSTEM_NOTE = f"default: {DEFAULT_PATH} if present"
 
 
-def gate_config(args: argparse.Namespace, *, system_default: bool = True) -> tuple[GateConfig, str]:
+def gate_config(
+    args: argparse.Namespace, *, system_default: bool = True, shortcuts: Sequence[str] = tuple(SHORTCUTS)
+) -> tuple[GateConfig, str]:
     """The configuration from ``--config`` (or the system default) with the command line on top."""
     overrides = [parse_override(text) for text in getattr(args, "overrides", [])]
-    for key, attr in (
-        ("source.uri", "source"),
-        ("classifier.bundle", "bundle"),
-        ("detector.backend", "detector"),
-    ):
-        value = getattr(args, attr, None)
+    for name in shortcuts:
+        value = getattr(args, name, None)
         if value is not None:
-            overrides.append((key, str(value)))
+            overrides.append((SHORTCUTS[name][0], str(value)))
     if getattr(args, "max_frames", None) is not None:
         overrides.append(("source.max_frames", args.max_frames))
     return load(getattr(args, "config", None), overrides, system_default=system_default)

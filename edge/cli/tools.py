@@ -11,6 +11,10 @@ from ..core.errors import ConfigError
 from ..tools.config import BenchConfig, CropFacesConfig
 from .options import add_config_command, add_gate_options, gate_config
 
+# The gate settings a tool takes shortcuts for; the rest through --config and --set.
+BENCH_SHORTCUTS = ("bundle",)  # bench measures every detector backend itself
+CROP_SHORTCUTS = ("bundle", "detector")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -45,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, dest="json_out", help="also write the figures as JSON")
     p.set_defaults(handler=_score)
 
-    add_config_command(
+    p = add_config_command(
         sub,
         "bench",
         BenchConfig,
@@ -53,19 +57,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="measure latency on this device: each stage, int8 against float, frames per second",
         description="Benchmark the detector, the classifier and the whole pipeline on the same frames, "
         "int8 against float32 and (with --keras and TensorFlow) the usual Keras model.predict path; "
-        "print a table, and write JSON (--json) and a plot (--plot) if asked.",
+        "print a table, and write JSON (--json) and a plot (--plot) if asked. The detector, classifier "
+        "and decision settings are the gate's (--config, --set, --bundle).",
     )
+    add_gate_options(p, default_note="default: built-in defaults", shortcuts=BENCH_SHORTCUTS)
 
-    add_config_command(
+    p = add_config_command(
         sub,
         "crop-faces",
         CropFacesConfig,
         handler=_crop_faces,
         help="cut the faces out of photos (a training set), optionally sorted by class by the classifier",
-        description="Run the face detector over photos and write each face (with a margin) as a PNG, "
-        "flat or, with --classify, in a folder per class of the classifier; plus crops.csv (source, "
-        "boxes, scores, labels) and summary.json. The folder appears only when the run completes.",
+        description="Run the face detector over photos and write each face (with the gate's margin, "
+        "detector.margin) as a PNG, flat or, with --classify, in a folder per class of the classifier; "
+        "plus crops.csv (source, boxes, scores, labels) and summary.json. Faces are kept from the score "
+        "the gate decides on (decision.min_detection_score). The detector and classifier are the gate's "
+        "(--config, --set, --detector, --bundle). The folder appears only when the run completes.",
     )
+    add_gate_options(p, default_note="default: built-in defaults", shortcuts=CROP_SHORTCUTS)
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -107,7 +116,10 @@ def _score(args: argparse.Namespace) -> int:
 def _crop_faces(cfg, args: argparse.Namespace) -> int:
     from ..tools.crop_faces import crop_faces, format_summary
 
-    summary = crop_faces(cfg, progress=sys.stderr.isatty() and args.quiet == 0)
+    if args.bundle is not None and not cfg.classify:
+        raise ConfigError("--bundle is the classifier of --classify; add --classify or drop --bundle")
+    gate, _ = gate_config(args, system_default=False, shortcuts=CROP_SHORTCUTS)
+    summary = crop_faces(cfg, gate, progress=sys.stderr.isatty() and args.quiet == 0)
     print(format_summary(summary, cfg.out))
     return 0
 
@@ -119,7 +131,8 @@ def _bench(cfg, args: argparse.Namespace) -> int:
     for path, flag in ((cfg.json_out, "--json"), (cfg.plot, "--plot")):
         if path is not None:
             atomic.check_creatable(path, flag)
-    result = run_bench(cfg)
+    gate, _ = gate_config(args, system_default=False, shortcuts=BENCH_SHORTCUTS)
+    result = run_bench(cfg, gate)
     print(format_table(result))
     if cfg.json_out is not None:
         atomic.write_text(cfg.json_out, json.dumps(result, indent=2) + "\n")

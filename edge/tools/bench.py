@@ -18,6 +18,7 @@ skipped, with the reason, when that is not installed. Every timing follows a war
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -64,10 +65,13 @@ class Series:
     faces: list[int] = field(default_factory=list)
 
     def stats(self) -> dict[str, Any] | None:
+        """Summary statistics, with the 1-minute load average as the measurement ended (it is taken
+        right after each one: the load of the last minute is the load the figures were measured under)."""
         s = summarize(self.ms)
         if s is None:
             return None
         s["fps"] = 1000.0 / s["mean"] if s["mean"] > 0 else None
+        s["load_1min"] = round(load_average(), 2)
         if self.cpu_ms:
             s["cpu_ms"] = float(np.mean(self.cpu_ms))
         if self.faces:
@@ -85,6 +89,31 @@ class Clock:
     def __exit__(self, *exc) -> None:
         self.ms = (time.perf_counter() - self.t) * 1000
         self.cpu_ms = (time.process_time() - self.c) * 1000
+
+
+def load_average() -> float:
+    """The 1-minute load average (0 where the system does not report one)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+def busy_measurements(result: dict[str, Any], cores: int) -> list[str]:
+    """Measurements taken while more was running than the benchmark itself.
+
+    The benchmark keeps ``threads`` cores busy; a load average above that plus one means
+    something else competed for the CPU during the minute before the measurement ended.
+    """
+    busy = []
+    for run in result["runs"]:
+        limit = min(run["threads"], cores) + 1.0
+        stats = {f"pipeline {k}": v["pipeline"]["total"] for k, v in run["variants"].items()}
+        stats |= {f"detector {k}": v for k, v in run["detectors"].items()}
+        for name, s in stats.items():
+            if s and s.get("load_1min", 0.0) > limit:
+                busy.append(f"{name} @ {run['threads']} thread(s) (load {s['load_1min']:.1f})")
+    return busy
 
 
 def rss_mb() -> float:
@@ -162,9 +191,9 @@ def keras_plugin() -> Callable[[Path], Any] | str:
 def build_variants(
     cfg: BenchConfig, threads: int, gate_cfg: GateConfig
 ) -> tuple[list[Variant], dict[str, str]]:
-    bundle = load_bundle(cfg.bundle or default_bundle_path(), kind="classifier")
+    bundle = load_bundle(gate_cfg.classifier.bundle or default_bundle_path(), kind="classifier")
     margin = gate_cfg.detector.margin
-    det_cfg = gate_cfg.detector.model_copy(update={"threads": threads, "bundle": cfg.detector_bundle})
+    det_cfg = gate_cfg.detector.model_copy(update={"threads": threads})
     opencv_cfg = det_cfg.model_copy(update={"backend": "ssd-opencv"})
     skipped: dict[str, str] = {}
 
@@ -289,13 +318,11 @@ def detector_profile(
     score 0.5 for both, and the correlation of matched scores).
     """
     truth = voc_truth(cfg.voc) if cfg.voc is not None else None
-    bundle = load_bundle(cfg.bundle or default_bundle_path(), kind="classifier")
+    bundle = load_bundle(gate_cfg.classifier.bundle or default_bundle_path(), kind="classifier")
     out: dict[str, Any] = {}
     found: dict[str, list] = {}
     for backend in ("ssd-int8", "ssd-opencv"):
-        detector_cfg = gate_cfg.detector.model_copy(
-            update={"backend": backend, "threads": threads, "bundle": cfg.detector_bundle}
-        )
+        detector_cfg = gate_cfg.detector.model_copy(update={"backend": backend, "threads": threads})
         analyzer = FrameAnalyzer(
             make_detector(detector_cfg), bundle, margin=gate_cfg.detector.margin, threads=threads
         )
@@ -368,10 +395,9 @@ def scenes_metric(truth: dict[str, list], names: list[str | None], faces: list[l
     }
 
 
-def run_bench(cfg: BenchConfig) -> dict[str, Any]:
-    from ..gate.config import load
-
-    gate_cfg, _ = load(cfg.config, system_default=False)  # the device's detector and decision settings
+def run_bench(cfg: BenchConfig, gate_cfg: GateConfig) -> dict[str, Any]:
+    """Every measurement on the same frames, with the gate's detector, classifier and decision settings."""
+    load_at_start = load_average()
     frames, names, capture = read_frames(cfg)
     result: dict[str, Any] = {
         "schema": SCHEMA,
@@ -379,6 +405,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "machine": sysinfo.machine(),
         "libraries": sysinfo.library_versions() | {"runtime": runtime_name()},
         "settings": cfg.model_dump(mode="json", exclude={"json_out", "plot"}),
+        "gate": gate_cfg.model_dump(mode="json", include={"detector", "classifier", "decision"}),
         "runs": [],
     }
     for threads in cfg.threads:
@@ -416,8 +443,21 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "peak_rss_mb": round(rss_mb(), 1),
     }
     result["ratios"] = ratios(headline)
+    busy = busy_measurements(result, os.cpu_count() or 1)
+    result["load_average"] = {"at_start": round(load_at_start, 2), "busy": busy}
+    notes = []
     if cfg.duration:
-        result["notes"] = ["--duration ends each measurement on time, so variants may cover different frames"]
+        notes.append("--duration ends each measurement on time, so variants may cover different frames")
+    if busy:
+        notes.append(f"the machine was busy during {len(busy)} measurement(s): {', '.join(busy)}")
+        logger.warning(
+            "the machine was busy during %d measurement(s) (load average above the threads measured "
+            "plus one): %s; their figures are pessimistic, run again on an idle machine",
+            len(busy),
+            "; ".join(busy),
+        )
+    if notes:
+        result["notes"] = notes
     return result
 
 
@@ -508,7 +548,14 @@ def format_table(result: dict[str, Any]) -> str:
         "",
         "ratios (same frames): " + ", ".join(f"{k} {v:.1f}x" for k, v in result["ratios"].items()),
         f"peak RSS {result['peak_rss_mb']} MB",
+        f"load average at start {result['load_average']['at_start']:.2f}; "
+        + (
+            f"busy during {len(result['load_average']['busy'])} measurement(s), see notes"
+            if result["load_average"]["busy"]
+            else "no measurement ran on a busy machine"
+        ),
     ]
+    lines += [f"note: {n}" for n in result.get("notes", [])]
     return "\n".join(lines)
 
 

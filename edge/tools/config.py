@@ -10,11 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from ..core.settings import Section
 from ..core.sizes import check_sizes, parse_sizes
-from ..detectors.config import DetectorConfig
 
 
 def _int_list(value: Any) -> Any:
@@ -22,15 +21,8 @@ def _int_list(value: Any) -> Any:
 
 
 class BenchConfig(Section):
-    config: Path | None = Field(
-        None, description="gate configuration whose detector and decision settings to use"
-    )
     source: str = Field(
         "picamera", description="image file, folder or glob; a video; a camera index; a URL; 'picamera'"
-    )
-    bundle: Path | None = Field(None, description="classifier bundle (default: the shipped one)")
-    detector_bundle: Path | None = Field(
-        None, description="ssd-int8 detector bundle (default: the shipped one)"
     )
     keras: Path | None = Field(
         None,
@@ -77,27 +69,10 @@ class BenchConfig(Section):
     _check_sizes = field_validator("sizes")(lambda v: check_sizes(v))
 
 
-Backend = DetectorConfig.model_fields["backend"].annotation  # whatever backends the gate has
-
-
 class CropFacesConfig(Section):
+    """crop-faces' own options; the detector, classifier and margin are the gate's settings."""
+
     source: str = Field(description="folder of photos (one level), an image file or a glob")
     out: Path = Field(description="folder to create for the crops, crops.csv and summary.json")
     classify: bool = Field(False, description="sort crops into a folder per class by the classifier")
-    bundle: Path | None = Field(None, description="--classify: classifier bundle (default: the shipped one)")
-    margin: float = Field(0.15, ge=0.0, le=1.0, description="grow each face box by this share per side")
     min_size: int = Field(32, ge=1, le=4096, description="smallest face kept (detector box height, px)")
-    detector: Backend = Field("ssd-int8", description="face detector backend, as detector.backend")
-    detector_bundle: Path | None = Field(
-        None, description="ssd-int8: detector bundle (default: the shipped one); unet: segmenter bundle"
-    )
-    confidence: float = Field(0.5, ge=0.01, le=0.99, description="lowest detection score kept")
-    threads: int = Field(0, ge=0, le=64, description="detector and classifier threads (0 = one per core)")
-
-    @model_validator(mode="after")
-    def _bundles_fit(self) -> CropFacesConfig:
-        if self.bundle is not None and not self.classify:
-            raise ValueError("--bundle is the classifier of --classify; add --classify or drop --bundle")
-        if self.detector_bundle is not None and self.detector == "ssd-opencv":
-            raise ValueError("--detector-bundle is for ssd-int8 or unet; ssd-opencv loads the fetched files")
-        return self

@@ -34,8 +34,8 @@ from ..core.geometry import crop, expand_box
 from ..core.imageio import read_image
 from ..core.preprocess import prepare_face
 from ..core.sysinfo import resolve_threads
-from ..detectors.config import DetectorConfig
 from ..gate.classifier import classifier_from_bundle
+from ..gate.config import GateConfig
 from ..gate.sources import image_paths
 from .config import CropFacesConfig
 
@@ -75,8 +75,11 @@ class _Names:
         return f"{path.stem}-{n}"
 
 
-def crop_faces(cfg: CropFacesConfig, *, progress: bool = True) -> dict[str, Any]:
+def crop_faces(cfg: CropFacesConfig, gate: GateConfig, *, progress: bool = True) -> dict[str, Any]:
     """Detect, crop (and classify) the faces of every image of ``cfg.source`` into ``cfg.out``.
+
+    The detector, its margin and the classifier are the gate's (``gate``): a crop is the region the
+    gate would classify, and faces are kept from the detection score the gate decides on.
 
     Returns the summary also written to ``summary.json``. An unreadable image is skipped and listed;
     if no image at all is readable, nothing is written and ``DataError`` says so.
@@ -87,10 +90,9 @@ def crop_faces(cfg: CropFacesConfig, *, progress: bool = True) -> dict[str, Any]
     paths = source_paths(cfg.source)
     from ..detectors.registry import make_detector
 
-    # One option names the detector's model folder, whichever kind its backend loads.
-    bundles = {"segmenter_bundle" if cfg.detector == "unet" else "bundle": cfg.detector_bundle}
-    det_cfg = DetectorConfig(backend=cfg.detector, confidence=cfg.confidence, min_face_px=1,
-                             margin=cfg.margin, threads=cfg.threads, **bundles)  # fmt: skip
+    confidence = gate.decision.min_detection_score
+    # min_face_px 1: faces below --min-size are counted as skipped, not lost unseen
+    det_cfg = gate.detector.model_copy(update={"confidence": confidence, "min_face_px": 1})
     classes: list[str] = []
     per_image: Counter = Counter()  # faces found -> images
     written: Counter = Counter()  # folder ("" when flat) -> crops
@@ -100,14 +102,14 @@ def crop_faces(cfg: CropFacesConfig, *, progress: bool = True) -> dict[str, Any]
     names = _Names()
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        detector = make_detector(det_cfg)  # min_face_px 1: faces below --min-size are counted, not lost
+        detector = make_detector(det_cfg)
         stack.callback(detector.close)
         classifier = None
         if cfg.classify:
             from ..core.bundle import default_bundle_path, load_bundle
 
-            bundle = load_bundle(cfg.bundle or default_bundle_path(), kind="classifier")
-            classifier = classifier_from_bundle(bundle, num_threads=resolve_threads(cfg.threads))
+            bundle = load_bundle(gate.classifier.bundle or default_bundle_path(), kind="classifier")
+            classifier = classifier_from_bundle(bundle, num_threads=resolve_threads(gate.classifier.threads))
             stack.callback(classifier.close)
             classes = bundle.classes
         staging = stack.enter_context(atomic.staged_dir(cfg.out))
@@ -128,7 +130,7 @@ def crop_faces(cfg: CropFacesConfig, *, progress: bool = True) -> dict[str, Any]
             if not detections:
                 no_face.append(str(path))
                 continue
-            kept = _crops(image, detections, cfg, skipped_faces)
+            kept = _crops(image, detections, cfg.min_size, gate.detector.margin, skipped_faces)
             probs = [None] * len(kept)
             if classifier is not None and kept:
                 faces = np.stack([prepare_face(face, classifier.input_size) for *_, face in kept])
@@ -148,11 +150,11 @@ def crop_faces(cfg: CropFacesConfig, *, progress: bool = True) -> dict[str, Any]
             raise DataError(f"--source {cfg.source}: none of {len(paths)} file(s) is a readable image{first}")
         summary = {
             "source": cfg.source,
-            "detector": cfg.detector,
-            "confidence": cfg.confidence,
-            "margin": cfg.margin,
+            "detector": gate.detector.backend,
+            "confidence": confidence,
+            "margin": gate.detector.margin,
             "min_size": cfg.min_size,
-            "classifier": str(cfg.bundle or "shipped") if cfg.classify else None,
+            "classifier": str(gate.classifier.bundle or "shipped") if cfg.classify else None,
             "images": len(paths),
             "images_read": sum(per_image.values()),
             "faces_found": sum(n * count for n, count in per_image.items()),
@@ -169,15 +171,17 @@ def crop_faces(cfg: CropFacesConfig, *, progress: bool = True) -> dict[str, Any]
     return summary
 
 
-def _crops(image: np.ndarray, detections: list, cfg: CropFacesConfig, skipped: Counter) -> list[tuple]:
+def _crops(
+    image: np.ndarray, detections: list, min_size: int, margin: float, skipped: Counter
+) -> list[tuple]:
     """(rank, detection, grown box, crop) of each face kept; the others counted in ``skipped`` by reason."""
     h, w = image.shape[:2]
     kept = []
     for k, d in enumerate(detections):
-        if d.box[3] - d.box[1] < cfg.min_size:
-            skipped[f"below {cfg.min_size} px"] += 1
+        if d.box[3] - d.box[1] < min_size:
+            skipped[f"below {min_size} px"] += 1
             continue
-        grown = expand_box(d.box, cfg.margin, w, h)
+        grown = expand_box(d.box, margin, w, h)
         if grown is None:  # the detector clamps boxes to the image: one left empty lay outside it
             skipped["box outside the image"] += 1
             continue
