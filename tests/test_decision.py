@@ -8,7 +8,8 @@ import pytest
 
 from maskgate.edge.core.geometry import greedy_match, iou_matrix
 from maskgate.edge.gate.config import DecisionConfig
-from maskgate.edge.gate.decision import OFF, Gate, Phase
+from maskgate.edge.gate.decision import Gate, Phase
+from maskgate.edge.gate.outputs import OFF
 from maskgate.edge.gate.tracking import FaceState, Observation, Tracker
 
 FPS = 10.0

@@ -9,8 +9,7 @@ from gpiozero.pins.mock import MockFactory
 
 from maskgate.edge.core.errors import ConfigError
 from maskgate.edge.gate.config import OutputsConfig
-from maskgate.edge.gate.decision import OFF, Signals
-from maskgate.edge.gate.outputs import Outputs, Relay
+from maskgate.edge.gate.outputs import OFF, Outputs, Relay, Signals
 
 
 @pytest.fixture

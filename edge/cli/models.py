@@ -15,13 +15,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     models = sub.add_parser("models", help="third-party model files: fetch and verify")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     p = msub.add_parser("fetch", help="copy or download every manifest file into the cache, verified")
-    p.add_argument("--mirror", type=Path, help="local folder holding the files (default $MASKGATE_MIRROR)")
-    p.add_argument("--manifest", type=Path, help="manifest to use (default: the one shipped in models/)")
+    p.add_argument(
+        "--mirror",
+        type=Path,
+        metavar="PATH",
+        help="local folder holding the files (default $MASKGATE_MIRROR)",
+    )
+    p.add_argument(
+        "--manifest", type=Path, metavar="PATH", help="manifest to use (default: the one shipped in models/)"
+    )
     p.add_argument("--for", dest="stage", choices=("edge", "train", "convert"),
                    help="only the files this stage needs (a device: edge); default all")  # fmt: skip
     p.set_defaults(handler=_models_fetch)
     p = msub.add_parser("list", help="show each manifest file and whether the cache holds it verified")
-    p.add_argument("--manifest", type=Path, help="manifest to use (default: the one shipped in models/)")
+    p.add_argument(
+        "--manifest", type=Path, metavar="PATH", help="manifest to use (default: the one shipped in models/)"
+    )
     p.set_defaults(handler=_models_list)
 
 

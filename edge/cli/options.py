@@ -84,7 +84,9 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -
         # A field marked ``many`` takes one or more values after its flag (``--source a.jpg b.jpg``, a
         # shell glob); other list fields parse one comma-separated value themselves (``--sizes``).
         many = {"nargs": "+"} if extra.get("many") else {}
-        metavar = extra.get("metavar") or _metavar(field.annotation)
+        metavar = extra.get("metavar") or _metavar(
+            typing.get_args(field.annotation)[0] if many else field.annotation
+        )
         if field.is_required():
             required.add_argument(*flags, dest=name, required=True, help=help_text, metavar=metavar, **many)
             continue
@@ -124,6 +126,11 @@ def _metavar(annotation) -> str:
     base = args[0] if isinstance(annotation, types.UnionType) and args else annotation
     if typing.get_origin(base) is typing.Literal:
         return "{" + ",".join(map(str, typing.get_args(base))) + "}"
+    if typing.get_origin(base) is list:  # one comma-separated value: say its form
+        (item,) = typing.get_args(base) or (None,)
+        if typing.get_origin(item) is tuple:
+            return "WxH[,WxH...]"
+        return {int: "N[,N...]", float: "X[,X...]"}.get(item, "VALUE[,VALUE...]")
     return {int: "N", float: "X", Path: "PATH", str: "TEXT"}.get(base, "VALUE")
 
 
@@ -160,11 +167,11 @@ def add_gate_options(
     Every device command and tool reads the gate's settings this one way, so a tool
     never carries a copy of a gate setting with another default.
     """
-    p.add_argument("--config", type=Path, help=f"TOML configuration file ({default_note})")
+    p.add_argument("--config", type=Path, metavar="PATH", help=f"TOML configuration file ({default_note})")
     for name in shortcuts:
         _, help_text = SHORTCUTS[name]
-        kind = Path if name == "bundle" else str
-        p.add_argument(f"--{name}", type=kind, help=help_text,
+        kind, metavar = (Path, "PATH") if name == "bundle" else (str, name.upper())
+        p.add_argument(f"--{name}", type=kind, help=help_text, metavar=metavar,
                        **({"required": True} if name == "source" and source_required else {}))  # fmt: skip
     p.add_argument(
         "--set",

@@ -25,9 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sections when --config is given, else the defaults.",
     )
     add_gate_options(p, default_note="default: built-in defaults", source_required=True)
-    p.add_argument("--jsonl", type=Path, required=True, help="file to write, one JSON line per frame")
-    p.add_argument("--annotate", type=Path, help="folder to create with annotated images or video")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument(
+        "--jsonl", type=Path, metavar="PATH", required=True, help="file to write, one JSON line per frame"
+    )
+    p.add_argument(
+        "--annotate", type=Path, metavar="PATH", help="folder to create with annotated images or video"
+    )
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after this many frames")
     p.set_defaults(handler=_detect)
 
     p = sub.add_parser(
@@ -36,17 +40,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Detection recall, accuracy on found faces and end-to-end accuracy of a "
         "`maskgate detect` JSONL file against VOC annotations.",
     )
-    p.add_argument("--jsonl", type=Path, required=True, help="output of maskgate detect over VOC images/")
-    p.add_argument("--voc", type=Path, required=True, help="VOC folder with annotations/")
-    p.add_argument("--iou", type=float, default=0.4, help="overlap at which a face counts as found (0.4)")
-    p.add_argument("--min-height", type=int, default=32, help="smallest annotated face counted, px (32)")
+    p.add_argument(
+        "--jsonl", type=Path, metavar="PATH", required=True, help="output of maskgate detect over VOC images/"
+    )
+    p.add_argument("--voc", type=Path, metavar="PATH", required=True, help="VOC folder with annotations/")
+    p.add_argument(
+        "--iou", type=float, metavar="X", default=0.4, help="overlap at which a face counts as found (0.4)"
+    )
+    p.add_argument(
+        "--min-height", type=int, metavar="N", default=32, help="smallest annotated face counted, px (32)"
+    )
     p.add_argument(
         "--exclude-seen",
         type=Path,
         metavar="RUN_DIR",
         help="leave out the scenes this training run trained or validated on (its split.json)",
     )
-    p.add_argument("--json", type=Path, dest="json_out", help="also write the figures as JSON")
+    p.add_argument(
+        "--json", type=Path, metavar="PATH", dest="json_out", help="also write the figures as JSON"
+    )
     p.set_defaults(handler=_score)
 
     p = add_config_command(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .config import DecisionConfig
+from .outputs import Signals
 from .tracking import FaceState, Track
 
 
@@ -24,20 +25,6 @@ class Phase(StrEnum):
     LOCKED = "locked"
     UNLOCKED = "unlocked"
     COOLDOWN = "cooldown"
-
-
-@dataclass(frozen=True)
-class Signals:
-    """The level each output should have now."""
-
-    relay: bool = False
-    green: bool = False
-    red: bool = False
-    buzzer: bool = False
-    unlocks: int = 0  # unlocks so far: a new count starts a new pulse, even back to back
-
-
-OFF = Signals()
 
 
 @dataclass(frozen=True)

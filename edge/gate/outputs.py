@@ -15,9 +15,22 @@ from dataclasses import dataclass, replace
 
 from ..core.errors import ConfigError, brief
 from .config import OutputsConfig
-from .decision import OFF, Signals
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The level each output should have now: what the decision asks of the outputs."""
+
+    relay: bool = False
+    green: bool = False
+    red: bool = False
+    buzzer: bool = False
+    unlocks: int = 0  # unlocks so far: a new count starts a new pulse, even back to back
+
+
+OFF = Signals()
 
 
 def pin_factory(name: str):

@@ -56,7 +56,7 @@ class BenchConfig(Section):
         try:
             return _int_list(value)
         except ValueError:
-            raise ValueError(f"expected thread counts such as 1,2,4, got {value!r}") from None
+            raise ValueError("expected thread counts such as 1,2,4") from None
 
     @field_validator("threads")
     @classmethod
