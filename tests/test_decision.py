@@ -26,12 +26,7 @@ class Scene:
 
     def __init__(self, **decision) -> None:
         self.cfg = DecisionConfig(**decision)
-        self.tracker = Tracker(
-            iou_match=self.cfg.iou_match,
-            window=self.cfg.window,
-            confirm=self.cfg.confirm,
-            forget_after_s=self.cfg.forget_after_s,
-        )
+        self.tracker = Tracker.from_config(self.cfg)
         self.gate = Gate(self.cfg)
         self.t = 0.0
         self.levels = []

@@ -2,7 +2,7 @@
 
 A segmenter sees a whole scene, not a face crop, so how a frame of any size
 becomes its square input must be the same in training, conversion and here:
-``prepare_scene`` is that definition, ``boxes_to_mask`` draws training masks
+``core.preprocess.prepare_scene`` is that definition, ``boxes_to_mask`` draws training masks
 with the same geometry, and ``mask_detections`` maps the predicted mask back
 to boxes in frame pixels with its inverse. The model itself is int8 on
 LiteRT (``maskgate convert segmenter``): uint8 RGB pixels in, a uint8 face

@@ -81,9 +81,7 @@ class GateService:
         self.notifier = notifier or Notifier()
         self.clock = clock
         d = cfg.decision
-        self.tracker = Tracker(
-            iou_match=d.iou_match, window=d.window, confirm=d.confirm, forget_after_s=d.forget_after_s
-        )
+        self.tracker = Tracker.from_config(d)
         self.gate = Gate(d)
         self.stats = Stats(since=clock())
         self.events: deque[Event] = deque(maxlen=100)  # the latest decisions, for tests and debugging

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-import numpy as np
-
-from ..core.geometry import Box
+from ..core.geometry import Box, greedy_match, iou_matrix
+from .config import DecisionConfig
 
 
 class FaceState(StrEnum):
@@ -48,36 +47,6 @@ class Track:
         return self.box[3] - self.box[1]
 
 
-def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
-    """Intersection over union of every box of ``a`` with every box of ``b``."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    A = np.asarray(a, dtype=np.float64)[:, None, :]
-    B = np.asarray(b, dtype=np.float64)[None, :, :]
-    iw = np.clip(np.minimum(A[..., 2], B[..., 2]) - np.maximum(A[..., 0], B[..., 0]), 0, None)
-    ih = np.clip(np.minimum(A[..., 3], B[..., 3]) - np.maximum(A[..., 1], B[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = (A[..., 2] - A[..., 0]) * (A[..., 3] - A[..., 1])
-    area_b = (B[..., 2] - B[..., 0]) * (B[..., 3] - B[..., 1])
-    union = area_a + area_b - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """Pairs (row, column), best overlap first, each row and column used once, IoU >= threshold."""
-    pairs = []
-    used_r, used_c = set(), set()
-    for flat in np.argsort(-iou, axis=None, kind="stable"):
-        r, c = divmod(int(flat), iou.shape[1])
-        if iou[r, c] < threshold:
-            break
-        if r not in used_r and c not in used_c:
-            pairs.append((r, c))
-            used_r.add(r)
-            used_c.add(c)
-    return pairs
-
-
 @dataclass
 class Tracker:
     iou_match: float = 0.3
@@ -86,6 +55,13 @@ class Tracker:
     forget_after_s: float = 1.0
     tracks: list[Track] = field(default_factory=list)
     _next_id: int = 1
+
+    @classmethod
+    def from_config(cls, cfg: DecisionConfig) -> Tracker:
+        """The tracker the decision settings describe (the gate, the benchmark and tests use this)."""
+        return cls(
+            iou_match=cfg.iou_match, window=cfg.window, confirm=cfg.confirm, forget_after_s=cfg.forget_after_s
+        )
 
     def update(self, t: float, observations: Sequence[Observation]) -> list[Track]:
         """Match this frame's faces to known ones, vote, and forget faces gone too long."""

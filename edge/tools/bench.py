@@ -258,9 +258,7 @@ def pipeline(
 ) -> dict[str, Any]:
     """Stage by stage, the way ``maskgate run`` does it, on every frame."""
     d = gate_cfg.decision
-    tracker = Tracker(
-        iou_match=d.iou_match, window=d.window, confirm=d.confirm, forget_after_s=d.forget_after_s
-    )
+    tracker = Tracker.from_config(d)
     gate = Gate(d)
     series = {s: Series() for s in STAGES if s != "capture"}
     for image in frames[: cfg.warmup]:
