@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FORMAT = "maskgate-bundle"
 VERSION = 1
@@ -27,6 +27,15 @@ FileName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^/\\\x
 Side = Annotated[int, Field(ge=8, le=4096)]
 Dtype = Literal["uint8", "int8", "float32"]
 ClassName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def _square(size: tuple[int, int]) -> tuple[int, int]:
+    if size[0] != size[1]:
+        raise ValueError(f"the model takes square input (faces, scenes stretched), not {size[0]}x{size[1]}")
+    return size
+
+
+SquareSize = Annotated[tuple[Side, Side], AfterValidator(_square)]
 
 
 class Strict(BaseModel):
@@ -58,6 +67,8 @@ class _Common(Strict):
     classes: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=64)]], Field(min_length=1, max_length=64)
     ]
+    # The probability from which the model's output counts as positive: masked (classifier), a face
+    # (detector, as verified), a face pixel (segmenter). The device's own setting may override it.
     threshold: Probability
     # Compared with what this maskgate does (``preprocess.describe*``) by ``load_bundle``.
     preprocessing: dict[str, Any]
@@ -87,15 +98,9 @@ class _Common(Strict):
 
 
 class ClassifierInput(Strict):
-    size: tuple[Side, Side]
+    size: SquareSize
     dtype: Dtype
     quantization: Quantization
-
-    @model_validator(mode="after")
-    def _square(self) -> ClassifierInput:
-        if self.size[0] != self.size[1]:
-            raise ValueError(f"a classifier takes square faces, not {self.size[0]}x{self.size[1]}")
-        return self
 
 
 class ClassifierOutput(Strict):
@@ -176,16 +181,10 @@ class DetectorMetadata(_Common):
 
 
 class SegmenterInput(Strict):
-    size: tuple[Side, Side]
+    size: SquareSize
     dtype: Literal["uint8"]
     layout: Literal["NHWC"]
     quantization: Quantization
-
-    @model_validator(mode="after")
-    def _square(self) -> SegmenterInput:
-        if self.size[0] != self.size[1]:
-            raise ValueError(f"a segmenter takes a square scene, not {self.size[0]}x{self.size[1]}")
-        return self
 
 
 class SegmenterOutput(Strict):
