@@ -133,6 +133,11 @@ class OutputsConfig(Section):
     )
     relay_pin: Pin = Field(17, description="door relay (BCM number or gpiozero pin name); false = no relay")
     relay_active_high: bool = Field(True, description="the relay board switches on a high level")
+    relay_guard: bool = Field(
+        True,
+        description="drive the relay and the green LED from a separate guard process that ends every "
+        "pulse on its own clock, even if the gate process hangs or dies (recommended)",
+    )
     green_pin: Pin = Field(27, description="green LED: a pulse is running")
     red_pin: Pin = Field(22, description="red LED: an unmasked face is present")
     leds_active_high: bool = Field(True, description="the LEDs light on a high level")

@@ -2,9 +2,11 @@
 
 Every output starts off, knows its wiring polarity (``active_high``), and
 turns itself off when closed, so ``with Outputs(...)`` leaves the door locked
-however the block ends. The relay cannot be left on: every ``on()`` is a
-pulse that gpiozero's own background thread ends after at most
-``max_on_s``, even if the program that started it hangs.
+however the block ends. The relay is on only as a bounded pulse. Under
+``maskgate run`` the relay and the green LED belong to the relay guard, a
+separate process that ends each pulse on its own clock (``guard``), so a
+frozen, hung or killed gate cannot hold the door open; in-process
+(``Relay``, for ``outputs test`` and tests) gpiozero's timer thread ends it.
 """
 
 from __future__ import annotations
@@ -133,16 +135,27 @@ class Outputs:
     _levels: Signals = OFF
 
     @classmethod
-    def from_config(cls, cfg: OutputsConfig, *, pulse_s: float, factory=None) -> Outputs:
+    def from_config(
+        cls, cfg: OutputsConfig, *, pulse_s: float, factory=None, guarded: bool = False
+    ) -> Outputs:
+        """The configured outputs, all off. ``guarded``: the relay and the green LED belong to a guard
+        process (``guard.GuardedRelay``) when the configuration asks for one (``relay_guard``)."""
+        # a factory passed in (tests' mock pins) lives in this process: the guard could not see it
+        guarded = guarded and cfg.relay_guard and cfg.relay_pin is not None and factory is None
         factory = factory if factory is not None else pin_factory(cfg.pin_factory)
         made = cls()
         try:
-            if cfg.relay_pin is not None:
+            if guarded:
+                from .guard import GuardedRelay
+
+                made.relay = GuardedRelay(cfg, max_on_s=pulse_s)  # the red LED and the buzzer stay here
+                made.green = made.relay.green()
+            elif cfg.relay_pin is not None:
                 made.relay = Relay(
                     cfg.relay_pin, max_on_s=pulse_s, active_high=cfg.relay_active_high, pin_factory=factory
                 )
             for name, pin, high in (
-                ("green", cfg.green_pin, cfg.leds_active_high),
+                ("green", None if guarded else cfg.green_pin, cfg.leds_active_high),
                 ("red", cfg.red_pin, cfg.leds_active_high),
                 ("buzzer", cfg.buzzer_pin, cfg.buzzer_active_high),
             ):

@@ -240,7 +240,9 @@ def _open_default(cfg: GateConfig, stop: threading.Event) -> FrameSource:
 
 def run_gate(cfg: GateConfig, stop: threading.Event, *, factory=None) -> int:
     """Build the outputs (first: relay off), the models, and run until stopped."""
-    with Outputs.from_config(cfg.outputs, pulse_s=cfg.decision.pulse_s, factory=factory) as outputs:
+    with Outputs.from_config(
+        cfg.outputs, pulse_s=cfg.decision.pulse_s, factory=factory, guarded=True
+    ) as outputs:
         names = ", ".join(f"{d.name} on {d.pin}" for d in outputs.devices()) or "none"
         logger.info("outputs: %s (all off)", names)
         analyzer = FrameAnalyzer.from_config(cfg.detector, cfg.classifier, cfg.decision)
