@@ -9,7 +9,7 @@ from gpiozero.pins.mock import MockFactory
 
 from maskgate.edge.core.errors import ConfigError
 from maskgate.edge.gate.config import OutputsConfig
-from maskgate.edge.gate.outputs import OFF, Outputs, Relay, Signals
+from maskgate.edge.gate.outputs import OFF, Output, Outputs, Relay, Signals
 
 
 @pytest.fixture
@@ -107,9 +107,16 @@ def test_absent_outputs_are_skipped(mock_factory):
     assert levels(mock_factory, 17) == [False, True, False]
 
 
-def test_a_pin_the_board_does_not_have_is_one_config_error(mock_factory):
-    with pytest.raises(ConfigError, match=r"outputs.red_pin: 99"):
-        Outputs.from_config(OutputsConfig(red_pin=99), pulse_s=1, factory=mock_factory)
+def test_a_pin_the_board_does_not_have_is_refused_by_the_configuration():
+    with pytest.raises(ValueError, match=r"GPIO99 is not on the 40-pin header"):
+        OutputsConfig(red_pin=99)
+
+
+def test_a_pin_that_cannot_be_claimed_is_one_config_error_and_frees_the_others(mock_factory):
+    taken = Output(22, pin_factory=mock_factory, name="other")  # the red LED's pin, already in use
+    with pytest.raises(ConfigError, match=r"outputs.red_pin: 22"):
+        Outputs.from_config(OutputsConfig(), pulse_s=1, factory=mock_factory)
+    taken.close()
     # the relay built before the failure was released: its pin can be claimed again
     Relay(17, max_on_s=1, pin_factory=mock_factory).close()
 

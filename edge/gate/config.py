@@ -37,8 +37,45 @@ def _index_as_text(value: Any) -> Any:
 
 Uri = Annotated[str, BeforeValidator(_index_as_text)]
 
-# A BCM number (17) or any name gpiozero accepts ("GPIO17", "BOARD11"); false or "none" for no output.
-Pin = Annotated[int | str | None, BeforeValidator(_no_pin)]
+# The Raspberry Pi's 40-pin header: physical pin -> BCM GPIO number; the others are power and ground.
+HEADER = {3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10, 21: 9,
+          22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5, 31: 6, 32: 12, 33: 13, 35: 19, 36: 16, 37: 26,
+          38: 20, 40: 21}  # fmt: skip
+POWER = {1: "3V3", 17: "3V3", 2: "5V", 4: "5V"} | dict.fromkeys((6, 9, 14, 20, 25, 30, 34, 39), "ground")
+PIN_FORMS = "a BCM number 0-27 or GPIO17, BCM17, BOARD11, J8:11; false for none"
+
+
+def _pin(value: Any) -> int | None:
+    """A pin in any form gpiozero accepts, as its BCM number, so that 17, "GPIO17", "BCM17",
+    "BOARD11" and "J8:11" are one pin (and two outputs cannot share it under two names)."""
+    value = _no_pin(value)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected {PIN_FORMS}")
+    text = str(value).strip().upper()
+    for prefix in ("GPIO", "BCM"):
+        if text.startswith(prefix) and text[len(prefix) :].isdigit():
+            text = text[len(prefix) :]
+            break
+    else:
+        for prefix in ("BOARD", "J8:"):
+            if text.startswith(prefix) and text[len(prefix) :].isdigit():
+                physical = int(text[len(prefix) :])
+                if physical in POWER:
+                    raise ValueError(f"header pin {physical} is {POWER[physical]}, not a GPIO")
+                if physical not in HEADER:
+                    raise ValueError(f"the 40-pin header has no pin {physical}")
+                return HEADER[physical]
+    if not text.lstrip("-").isdigit():
+        raise ValueError(f"expected {PIN_FORMS}")
+    bcm = int(text)
+    if not 0 <= bcm <= 27:
+        raise ValueError(f"GPIO{bcm} is not on the 40-pin header (GPIO0-GPIO27)")
+    return bcm
+
+
+Pin = Annotated[int | None, BeforeValidator(_pin)]
 
 
 class SourceConfig(Section):
@@ -131,7 +168,7 @@ class OutputsConfig(Section):
     pin_factory: Literal["auto", "mock", "lgpio", "rpigpio", "pigpio", "native"] = Field(
         "auto", description="gpiozero pin factory: 'auto' picks the board's; 'mock' simulates pins"
     )
-    relay_pin: Pin = Field(17, description="door relay (BCM number or gpiozero pin name); false = no relay")
+    relay_pin: Pin = Field(17, description=f"door relay ({PIN_FORMS})")
     relay_active_high: bool = Field(True, description="the relay board switches on a high level")
     relay_guard: bool = Field(
         True,
@@ -146,12 +183,12 @@ class OutputsConfig(Section):
 
     @model_validator(mode="after")
     def _distinct_pins(self) -> OutputsConfig:
-        pins = [
-            str(p) for p in (self.relay_pin, self.green_pin, self.red_pin, self.buzzer_pin) if p is not None
-        ]
+        named = {k: getattr(self, k) for k in ("relay_pin", "green_pin", "red_pin", "buzzer_pin")}
+        pins = [p for p in named.values() if p is not None]
         dup = sorted({p for p in pins if pins.count(p) > 1})
         if dup:
-            raise ValueError(f"pin {dup[0]} is given to more than one output")
+            who = ", ".join(k for k, p in named.items() if p == dup[0])
+            raise ValueError(f"pin {dup[0]} is given to more than one output ({who}; GPIO{dup[0]})")
         return self
 
 
