@@ -184,3 +184,36 @@ def test_losing_the_camera_locks_at_once_and_forgets():
 def test_vote_settings_that_could_confirm_both_ways_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DecisionConfig(**kwargs)
+
+
+def test_red_and_green_are_never_on_together():
+    """The alarm of an unmasked face that left ends at a masked person's unlock; an unmasked face
+    arriving during a pulse that is not cancelled waits for the pulse's end to turn red on."""
+    s = Scene(alarm_s=3.0, pulse_s=1.0, forget_after_s=0.2).frames(5, obs(False, OTHER))
+    s.frames(3)  # the unmasked person leaves; red stays for alarm_s
+    assert s.levels[-1][1].red
+    s.frames(10, obs(True))  # a masked person: unlock ends the alarm
+    assert "unlock" in s.kinds() and not s.levels[-1][1].red
+    s2 = (
+        Scene(pulse_s=1.0, cancel_on_unmasked=False)
+        .frames(4, obs(True))
+        .frames(15, obs(True), obs(False, OTHER))
+    )
+    assert "cancel" not in s2.kinds()
+    for s_ in (s, s2):
+        assert not any(lv.red and lv.green for _, lv in s_.levels)
+    assert any(lv.red for _, lv in s2.levels[-5:])  # after the pulse, the unmasked face shows red
+
+
+def test_a_person_still_in_view_after_a_short_outage_is_not_let_in_again():
+    s = Scene(pulse_s=0.5, cooldown_s=0.2, forget_after_s=1.0).frames(8, obs(True))
+    assert s.kinds() == ["unlock", "relock"]
+    s.gate.lose_source(s.t)
+    s.t = round(s.t + 0.5, 6)  # half a second without frames
+    s.frames(10, obs(True))
+    assert s.kinds().count("unlock") == 1
+    # a longer outage than forget_after_s: whoever stands there now is a new face
+    s.gate.lose_source(s.t)
+    s.t = round(s.t + 1.5, 6)
+    s.frames(10, obs(True))
+    assert s.kinds().count("unlock") == 2

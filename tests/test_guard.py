@@ -195,9 +195,14 @@ def test_a_gate_holding_the_gil_cannot_hold_the_relay_on(tmp_path):
         proc.wait()
 
 
-def test_a_pin_the_guard_cannot_use_is_one_line():
-    with pytest.raises(ConfigError, match="relay"):
-        GuardedRelay(OutputsConfig(pin_factory="mock", relay_pin="nowhere"), max_on_s=1.0)
+def test_pins_the_guard_cannot_open_are_one_line():
+    """The guard's own reason (here: no lgpio on this machine) comes back as the gate's error."""
+    import importlib.util
+
+    if importlib.util.find_spec("lgpio") is not None:
+        pytest.skip("lgpio is installed here: the factory would open")
+    with pytest.raises(ConfigError, match="outputs.pin_factory: lgpio is not usable here"):
+        GuardedRelay(OutputsConfig(pin_factory="lgpio"), max_on_s=1.0)
 
 
 def test_a_dead_guard_is_reported_not_ignored():
@@ -209,3 +214,31 @@ def test_a_dead_guard_is_reported_not_ignored():
             relay.pulse()
     finally:
         relay.close()
+
+
+def test_a_gate_whose_guard_died_stops_with_status_1_so_systemd_restarts_it(tmp_path):
+    """Found on the next frame, not at the next unlock; one line, no traceback."""
+    code = textwrap.dedent("""
+        import os, signal, sys, time
+        from maskgate.edge.cli import main
+        from maskgate.edge.gate import guard
+
+        real = guard.GuardedRelay.__init__
+
+        def init(self, *a, **k):  # kill the guard as soon as it is up
+            real(self, *a, **k)
+            os.kill(self.pid, signal.SIGKILL)
+            time.sleep(0.3)
+
+        guard.GuardedRelay.__init__ = init
+        sys.exit(main(["run", "--source", sys.argv[1], "--set", "outputs.pin_factory=mock",
+                       "--set", "source.loop=true", "--set", "source.pace=false"]))
+    """)
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.jpg")], capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "maskgate: error: the relay guard exited" in r.stderr

@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except MaskgateError as e:
         print(f"maskgate: error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        # 2 (a user error: systemd does not restart) unless the error is a fault a restart can mend
+        return getattr(e, "exit_status", EXIT_USER_ERROR)
     except ModuleNotFoundError as e:
         extra = EXTRA_OF.get((e.name or "").split(".")[0])
         if extra is None:

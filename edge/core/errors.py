@@ -8,7 +8,13 @@ traceback; anything else is a bug and keeps its traceback.
 
 
 class MaskgateError(Exception):
-    """Root of every error maskgate reports to the user as one line."""
+    """Root of every error maskgate reports to the user as one line.
+
+    ``exit_status`` 2 says "a user error: fix it, a restart cannot" (systemd's
+    RestartPreventExitStatus=2); a fault a restart can mend sets 1.
+    """
+
+    exit_status = 2
 
 
 class ConfigError(MaskgateError, ValueError):

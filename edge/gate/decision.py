@@ -86,21 +86,28 @@ class Gate:
             eligible = [tr for tr in masked if not (cfg.once_per_face and tr.id in self.unlocked_for)]
             if eligible:
                 self.phase, self.phase_end = Phase.UNLOCKED, t + cfg.pulse_s
+                # no unmasked face is in view (or there would be no unlock): the alarm of an earlier
+                # one ends here, so the person at the door sees green alone
+                self.alarm_until = float("-inf")
                 self.unlocks += 1
                 self.unlocked_for |= {tr.id for tr in masked}
                 events.append(Event(t, "unlock", tuple(tr.id for tr in eligible), _scores(eligible)))
 
         relay = self.phase is Phase.UNLOCKED and t < self.phase_end
-        red = bool(unmasked) or t < self.alarm_until
+        # Red and green are never on together: an open door shows green (an unmasked face that arrives
+        # during a pulse ends it, unless cancel_on_unmasked is off; then red waits for the pulse's end).
+        red = (bool(unmasked) or t < self.alarm_until) and not relay
         return Signals(relay, relay, red, t < self.buzzer_until, self.unlocks), events
 
     def lose_source(self, t: float) -> tuple[Signals, list[Event]]:
-        """The camera is gone: end any pulse and report it; the gate stays locked until frames return."""
+        """The camera is gone: end any pulse and report it; the gate stays locked until frames return.
+
+        Who was let in (or denied) is kept: a person still standing there when frames return within
+        ``forget_after_s`` is the same face to the tracker, and is not let in (or beeped at) again.
+        """
         events = [Event(t, "cancel", (), "camera lost")] if self.phase is Phase.UNLOCKED else []
         self.phase, self.phase_end = Phase.LOCKED, t
         self.alarm_until = self.buzzer_until = float("-inf")
-        self.unlocked_for.clear()
-        self.denied.clear()
         return Signals(unlocks=self.unlocks), events
 
     def _cooldown(self, t: float) -> None:

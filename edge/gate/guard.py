@@ -143,10 +143,14 @@ class GuardedRelay:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
-    def pulse(self, seconds: float | None = None) -> None:
-        seconds = self.max_on_s if seconds is None else min(seconds, self.max_on_s)
+    def check(self) -> None:
+        """Raise if the guard is gone: the gate must not run on with a door it cannot open or lock."""
         if not self.alive():
             raise GuardLostError(f"the relay guard exited with status {self._proc.returncode}")
+
+    def pulse(self, seconds: float | None = None) -> None:
+        seconds = self.max_on_s if seconds is None else min(seconds, self.max_on_s)
+        self.check()
         self._send(f"pulse {seconds:.3f}")
 
     def on(self) -> None:

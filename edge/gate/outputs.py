@@ -171,6 +171,8 @@ class Outputs:
 
     def apply(self, levels: Signals) -> list[str]:
         """Drive each output to ``levels``, touching only those that change; say what changed."""
+        if self.relay is not None and hasattr(self.relay, "check"):
+            self.relay.check()  # a guard that died is found on the next frame, not the next unlock
         changed = []
         if self.relay is not None:
             if levels.relay and levels.unlocks != self._levels.unlocks:

@@ -162,10 +162,11 @@ class GateService:
             self.snapshots.save(annotate(frame.image, analysis.faces if analysis else []), event.kind)
 
     def _lost(self, reason: str) -> None:
-        """Camera gone: door locked now, faces forgotten, one log line per outage (not per retry)."""
+        """Camera gone: door locked now, one log line per outage (not per retry). The faces are not
+        cleared: the tracker forgets them by time (``forget_after_s``), so a person still in view
+        after a short outage keeps their face id and is not let in twice."""
         _, events = self.gate.lose_source(self.clock())
         self.outputs.off()
-        self.tracker.clear()
         for event in events:
             self._report(event)
         if not self._outage.active:

@@ -88,7 +88,3 @@ class Tracker:
             track.state = FaceState.MASKED
         elif len(track.votes) - masked >= self.confirm:
             track.state = FaceState.UNMASKED
-
-    def clear(self) -> None:
-        """Forget every face (the camera was lost: what it saw before says nothing now)."""
-        self.tracks = []
