@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from maskgate.edge.core.errors import ConfigError
 from maskgate.edge.gate.analyzer import Analysis, Face
 from maskgate.edge.gate.config import GateConfig, build
 from maskgate.edge.gate.notify import Notifier
@@ -50,8 +51,12 @@ class FakeAnalyzer:
 class ScriptedSource(FrameSource):
     """Frames at 10 fps from a list of scene codes; ``lost`` raises SourceLostError at the end instead."""
 
-    def __init__(self, codes: list[int], *, lost: bool = False, t0: float = 0.0) -> None:
+    def __init__(
+        self, codes: list[int], *, lost: bool = False, t0: float = 0.0, live: bool | None = None
+    ) -> None:
         self.codes, self.lost, self.t0 = list(codes), lost, t0
+        # a source that can be lost stands for a camera: the gate reconnects to it
+        self.live = lost if live is None else live
         self.i = 0
         self.closed = False
 
@@ -138,6 +143,29 @@ def test_losing_the_camera_turns_the_relay_off_and_reconnects(mock_factory, capl
     assert any("source back after 2 attempt(s)" in m for m in messages)
 
 
+def test_a_file_that_will_not_play_on_ends_the_gate_with_a_fault_so_systemd_restarts_it(mock_factory, caplog):
+    video = ScriptedSource([1, 1, 1, 1], lost=True, live=False)  # a video file truncated under the reader
+    svc = make_service(mock_factory, [video])
+    with caplog.at_level("INFO", logger="maskgate.gate"), pytest.raises(SourceLostError) as e:
+        svc.run(threading.Event())
+    assert e.value.exit_status == 1  # not 2: a restart may find the file whole again
+    assert relay_states(mock_factory) == [False, True, False] and video.closed
+    messages = [r.getMessage() for r in caplog.records]
+    assert "source lost: camera unplugged; relay off" in messages
+
+
+def test_a_looping_file_that_breaks_is_reopened_like_a_camera(mock_factory):
+    cfg = build(
+        {"source": {"pace": False, "loop": True, "reconnect_initial_s": 0.01, "reconnect_max_s": 0.02}}
+    )
+    broken, whole = ScriptedSource([0, 0], lost=True, live=False), ScriptedSource([0, 0, 0])
+    # the file does not open at the first retry: lost like a camera, not a configuration error
+    unopenable = ConfigError("source clip.avi: not a video OpenCV can open")
+    svc = make_service(mock_factory, [broken, unopenable, whole], cfg=cfg)
+    svc.run(threading.Event())
+    assert svc.stats.frames == 5 and broken.closed and whole.closed
+
+
 def test_a_camera_missing_at_start_is_awaited_with_one_log_line(mock_factory, caplog):
     missing = [SourceLostError("camera 0: cannot open")] * 3
     svc = make_service(mock_factory, [*missing, ScriptedSource([0, 0])])
@@ -164,7 +192,7 @@ def test_a_source_that_opens_but_never_delivers_is_retried_with_backoff_not_in_a
 
     def open_source(_stop):
         opens.append(time.monotonic())
-        return FlappingSource([])
+        return FlappingSource([], live=True)
 
     svc._open = open_source
     threading.Timer(1.0, stop.set).start()

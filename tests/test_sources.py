@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -93,6 +94,36 @@ def test_video_file_frames_in_order_and_a_non_video_is_refused(tmp_path):
     bogus.write_text("not a video")
     with pytest.raises(ConfigError, match="not a video OpenCV can open"):
         open_source(SourceConfig(uri=str(bogus)))
+
+
+def _clip(path, frames: int):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))  # noise: every frame a real size
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_video_that_becomes_unreadable_is_lost_not_ended(tmp_path, loop):
+    """Read to its end a video is over (or starts again); truncated under the reader it is lost."""
+    path = _clip(tmp_path / "clip.avi", 60)
+    with VideoFileSource(str(path), loop=loop) as src:
+        frames = [src.read() for _ in range(10)]
+        assert all(f is not None for f in frames)
+        os.truncate(path, path.stat().st_size // 3)
+        with pytest.raises(SourceLostError, match="clip.avi"):
+            for _ in range(100):
+                src.read()
+
+
+def test_a_video_read_to_its_end_ends_or_loops(tmp_path):
+    path = _clip(tmp_path / "clip.avi", 12)
+    with VideoFileSource(str(path)) as src:
+        assert len(list(src)) == 12
+    with VideoFileSource(str(path), loop=True) as src:
+        assert [src.read().index for _ in range(30)][-1] == 29
 
 
 def test_live_source_returns_the_newest_frame_and_drops_stale_ones():

@@ -7,11 +7,10 @@ the same ``Interpreter`` class.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 from .errors import ModelFileError
+from .native import quiet_native_stderr  # noqa: F401 - the converter silences TensorFlow with it too
 
 
 def interpreter_class():
@@ -31,28 +30,6 @@ def runtime_name() -> str:
     """Which package provides the interpreter, for benchmark and bundle records."""
     module = interpreter_class().__module__.split(".")[0]
     return {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(module, module)
-
-
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Silence native libraries' chatter ("Created TensorFlow Lite XNNPACK delegate ...").
-
-    It is written straight to file descriptor 2, around our one-line messages;
-    failures still surface as Python exceptions, which this does not touch.
-    The converter in convert/ uses it too.
-    """
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to redirect
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def load_interpreter(model: Path | bytes, *, num_threads: int = 1):

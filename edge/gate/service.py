@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..core.errors import ConfigError
 from ..core.timing import summarize
 from .analyzer import Analysis, FrameAnalyzer
 from .config import GateConfig
@@ -96,6 +97,7 @@ class GateService:
         """Process frames until ``stop`` is set or a finite source ends; outputs are off on return."""
         source: FrameSource | None = None
         self._outage = _Outage(self.cfg.source.reconnect_initial_s)
+        self._opened = self._live = False  # the source has opened once; it is a camera or stream
         try:
             self.outputs.off()
             # Ready once the models are loaded (the caller did that): a camera that is late
@@ -111,9 +113,13 @@ class GateService:
                 try:
                     frame = source.read()
                 except SourceLostError as e:
-                    self._lost(str(e))
+                    again = self._live or self.cfg.source.loop
+                    self._lost(str(e), reconnecting=again)
                     source.close()
                     source = None
+                    if not again:
+                        # a file that will not play on: end non-zero, so that systemd restarts the gate
+                        raise
                     self._backoff(stop)
                     continue
                 if frame is None:
@@ -161,7 +167,7 @@ class GateService:
         if self.snapshots is not None and frame is not None and event.kind in SNAPSHOT_EVENTS:
             self.snapshots.save(annotate(frame.image, analysis.faces if analysis else []), event.kind)
 
-    def _lost(self, reason: str) -> None:
+    def _lost(self, reason: str, *, reconnecting: bool = True) -> None:
         """Camera gone: door locked now, one log line per outage (not per retry). The faces are not
         cleared: the tracker forgets them by time (``forget_after_s``), so a person still in view
         after a short outage keeps their face id and is not let in twice."""
@@ -170,26 +176,35 @@ class GateService:
         for event in events:
             self._report(event)
         if not self._outage.active:
-            logger.warning("source lost: %s; relay off, reconnecting", reason)
+            logger.warning("source lost: %s; relay off%s", reason, ", reconnecting" if reconnecting else "")
             self.notifier.status(f"source lost: {reason}")
         self._outage.begin(self.clock())
 
     def _open_or_wait(self, stop: threading.Event) -> FrameSource | None:
-        """Open the source; a camera that is not there (yet) is retried after a growing wait."""
+        """Open the source; a camera that is not there (yet) is retried after a growing wait.
+
+        A file that opened once and will not open again is lost like a camera, not a user error.
+        """
         if self._outage.active:
             self._outage.attempts += 1
         try:
-            return self._open(stop)
-        except SourceLostError as e:
+            source = self._open(stop)
+        except (SourceLostError, ConfigError) as e:
+            if isinstance(e, ConfigError) and not self._opened:
+                raise  # never opened: a wrong path or a file that is no video, the user's to fix
             if not self._outage.active:
                 logger.warning(
                     "%s; retrying every %g-%g s", e, self._outage.delay, self.cfg.source.reconnect_max_s
                 )
+                if getattr(e, "detail", ""):  # the library's own words, once, not on every retry
+                    logger.warning("  %s", e.detail)
                 self.notifier.status(f"waiting for the source: {e}")
                 self._outage.begin(self.clock())
                 self._outage.attempts = 1  # the attempt that just failed
             self._backoff(stop)
             return None
+        self._opened, self._live = True, source.live
+        return source
 
     def _backoff(self, stop: threading.Event) -> None:
         self._wait(stop, self._outage.delay)

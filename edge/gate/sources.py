@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.errors import ConfigError, ImageReadError, MaskgateError
 from ..core.imageio import IMAGE_SUFFIXES, read_image
+from ..core.native import captured_native_stderr
 from .config import SourceConfig
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,11 @@ STREAM_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp
 
 
 class SourceLostError(MaskgateError, OSError):
-    """The source stopped delivering frames (camera unplugged, stream dropped, read timeout)."""
+    """The source stopped delivering frames (camera unplugged, stream dropped, read timeout, a
+    video file that became unreadable). A fault, not a user error: a restart may mend it."""
+
+    exit_status = 1
+    detail = ""  # what the native library said (OpenCV, FFmpeg), shown once per outage
 
 
 @dataclass(frozen=True)
@@ -137,36 +142,72 @@ class ImageSource(FrameSource):
 
 
 class VideoFileSource(FrameSource):
-    """A video file through OpenCV, every frame in order, timestamped by its position in the file."""
+    """A video file through OpenCV, every frame in order, timestamped by its position in the file.
+
+    The end of the file is the end of the source (or, with ``loop``, its start again); a file that
+    stops giving frames before its end, or changes or disappears while it is read, is a lost source,
+    not an end: a gate on it must not stop as if its work were done.
+    """
 
     def __init__(self, path: str, *, loop: bool = False) -> None:
         import cv2
 
         self.path = path
         self.loop = loop
-        self._cap = cv2.VideoCapture(path)
+        with captured_native_stderr() as noise:
+            self._cap = cv2.VideoCapture(path)
         if not self._cap.isOpened():
-            raise ConfigError(f"source {path}: not a video OpenCV can open")
+            why = f" ({noise.lines[-1][:120]})" if noise.lines else ""
+            raise ConfigError(f"source {path}: not a video OpenCV can open{why}")
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 25.0
-        self._index = 0
+        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)  # 0: the container does not say
+        self._stat = _file_identity(path)
+        self._index = 0  # frames delivered
+        self._position = 0  # frames read in the current pass
 
     def read(self) -> Frame | None:
         import cv2
 
         ok, image = self._cap.read()
-        if not ok and self.loop and self._index:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, image = self._cap.read()
         if not ok:
-            return None
+            self._check_end()
+            if not self.loop or not self._index:
+                return None
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._position = 0
+            ok, image = self._cap.read()
+            if not ok:
+                raise SourceLostError(f"video {self.path}: no frame after rewinding to its start")
         frame = Frame(image, self._index, self._index / self.fps, None)
         self._index += 1
+        self._position += 1
         return frame
+
+    def _check_end(self) -> None:
+        """A failed read is the end only if the file is the one opened and was read to its end."""
+        now = _file_identity(self.path)
+        if now != self._stat:
+            what = "was removed" if now is None else "changed while it was read"
+            raise SourceLostError(f"video {self.path}: the file {what} (at frame {self._position})")
+        # containers' frame counts are estimates: a few frames short of it is still the end
+        if self.frame_count and self._position < self.frame_count - max(2, self.frame_count // 50):
+            raise SourceLostError(
+                f"video {self.path}: unreadable at frame {self._position} of {self.frame_count}"
+            )
 
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+def _file_identity(path: str) -> tuple[int, int, int] | None:
+    """Inode, size and modification time: what tells the same file from a replaced or truncated one."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class LiveSource(FrameSource):
@@ -265,11 +306,16 @@ def open_capture(uri: str | int, cfg: SourceConfig, cancel: threading.Event | No
         cv2.CAP_PROP_READ_TIMEOUT_MSEC,
         int(cfg.read_timeout_s * 1000),
     ]
-    cap = cv2.VideoCapture(uri, cv2.CAP_ANY, timeouts) if isinstance(uri, str) else cv2.VideoCapture(uri)
+    # OpenCV and FFmpeg say why a source does not open on descriptor 2 ("can't open camera by
+    # index", "Connection refused"), on every retry; taken into the one line the outage logs instead.
+    with captured_native_stderr() as noise:
+        cap = cv2.VideoCapture(uri, cv2.CAP_ANY, timeouts) if isinstance(uri, str) else cv2.VideoCapture(uri)
     name = f"camera {uri}" if isinstance(uri, int) else f"stream {uri}"
     if not cap.isOpened():
         cap.release()
-        raise SourceLostError(f"{name}: cannot open")
+        error = SourceLostError(f"{name}: cannot open")
+        error.detail = noise.lines[-1][:160] if noise.lines else ""
+        raise error
     if isinstance(uri, int):
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
