@@ -5,6 +5,12 @@ extensions. We decode by content, never by extension: OpenCV first (fast,
 releases the GIL so threads scale), Pillow as the fallback for what OpenCV
 rejects. Transparent pixels are composited onto white rather than dropped,
 because dropping alpha often reveals black or garbage behind a cut-out face.
+
+Decoding is bounded: the size a file claims is read from its header (Pillow
+reads headers without decoding) and a file beyond ``max_pixels`` is refused
+before any pixel is decoded, so a 20000x20000 PNG of a few kilobytes cannot
+take a Pi's memory. Every failure of either decoder is one ``ImageReadError``
+naming the file: batch commands skip it, list it and go on.
 """
 
 from __future__ import annotations
@@ -14,33 +20,77 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageReadError
+from .errors import ImageReadError, brief
 
 # Extensions we expect; other files are still tried, since names lie.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+# 40 megapixels: a 7000x5700 photo; decoded as BGR about 120 MB, which a 1 GB Pi can hold.
+MAX_PIXELS = 40_000_000
 
 
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Decode encoded image bytes into an HxWx3 uint8 BGR array."""
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """The (width, height) a file's header claims, read without decoding; None if Pillow cannot tell."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():  # Pillow warns of bombs itself; the caller decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Image.DecompressionBombError as e:  # over twice Pillow's own limit: huge, whatever exactly
+        return _size_in(str(e)) or (1 << 16, 1 << 16)
+    except Exception:  # noqa: BLE001 - any header Pillow cannot parse: OpenCV may still read the file
+        return None
+
+
+def _size_in(message: str) -> tuple[int, int] | None:
+    import re
+
+    m = re.search(r"size \((\d+), (\d+)\)|(\d+) pixels", message)
+    if m and m.group(1):
+        return int(m.group(1)), int(m.group(2))
+    return None
+
+
+def decode_image(data: bytes, name: str = "image", *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes into an HxWx3 uint8 BGR array, refusing images over ``max_pixels``."""
     import cv2
 
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageReadError(
+            f"{name}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} megapixels, above the limit of "
+            f"{max_pixels / 1e6:g} (not decoded)"
+        )
     buf = np.frombuffer(data, dtype=np.uint8)
     # JPEG has no alpha or 16-bit data, and IMREAD_COLOR applies its EXIF orientation, which
     # IMREAD_UNCHANGED ignores: a phone photo must not train sideways.
     flags = cv2.IMREAD_COLOR if data[:2] == b"\xff\xd8" else cv2.IMREAD_UNCHANGED
-    image = cv2.imdecode(buf, flags) if buf.size else None
+    try:
+        image = cv2.imdecode(buf, flags) if buf.size else None
+    except cv2.error as e:  # e.g. "pixels <= CV_IO_MAX_IMAGE_PIXELS" for a header Pillow could not read
+        raise ImageReadError(f"{name}: not a readable image (OpenCV: {brief(e, 100)})") from e
+    if image is not None and image.shape[0] * image.shape[1] > max_pixels:
+        raise ImageReadError(
+            f"{name}: {image.shape[1]}x{image.shape[0]} is above the limit of {max_pixels / 1e6:g} megapixels"
+        )
     if image is None:
+        if size is None:
+            raise ImageReadError(f"{name}: not a readable image (neither OpenCV nor Pillow knows its format)")
         image = _decode_with_pillow(data, name)
     return _to_bgr8(image, name)
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a file into an HxWx3 uint8 BGR array, whatever its format or extension."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise ImageReadError(f"cannot read {path}: {e.strerror or e}") from e
-    return decode_image(data, str(path))
+    return decode_image(data, str(path), max_pixels=max_pixels)
 
 
 def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
@@ -52,8 +102,12 @@ def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             rgba = ImageOps.exif_transpose(im).convert("RGBA")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{name}: too many pixels to decode ({brief(e, 100)})") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
         raise ImageReadError(f"{name}: not a readable image ({e.__class__.__name__})") from e
+    except Exception as e:  # noqa: BLE001 - a hostile file may raise anything from a plug-in decoder
+        raise ImageReadError(f"{name}: not a readable image ({e.__class__.__name__}: {brief(e, 80)})") from e
     arr = np.asarray(rgba)
     return arr[:, :, [2, 1, 0, 3]]  # RGBA -> BGRA, OpenCV's order
 

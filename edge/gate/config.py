@@ -94,6 +94,12 @@ class SourceConfig(Section):
         1, ge=1, le=10_000, description="images: frames each still stands for, as if a person stood still"
     )
     loop: bool = Field(False, description="files and images: start again at the end instead of stopping")
+    max_image_mp: float = Field(
+        40.0,
+        gt=0,
+        le=1000,
+        description="images: a file whose header claims more megapixels than this is skipped undecoded",
+    )
     max_frames: int | None = Field(None, ge=1, description="stop after this many frames (demos, tests)")
     read_timeout_s: float = Field(
         5.0, gt=0, le=120, description="a live source with no new frame for this long counts as lost"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import ConfigError, ImageReadError, MaskgateError
-from ..core.imageio import IMAGE_SUFFIXES, read_image
+from ..core.imageio import IMAGE_SUFFIXES, MAX_PIXELS, read_image
 from ..core.native import captured_native_stderr
 from .config import SourceConfig
 
@@ -99,9 +99,16 @@ class ImageSource(FrameSource):
     """
 
     def __init__(
-        self, paths: list[Path], *, fps: float = 15.0, frames_per_image: int = 1, loop: bool = False
+        self,
+        paths: list[Path],
+        *,
+        fps: float = 15.0,
+        frames_per_image: int = 1,
+        loop: bool = False,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.paths = paths
+        self.max_pixels = max_pixels
         self.fps = fps
         self.frames_per_image = frames_per_image
         self.loop = loop
@@ -133,7 +140,7 @@ class ImageSource(FrameSource):
             path = self.paths[self._next]
             self._next += 1
             try:
-                return read_image(path), path.name
+                return read_image(path, max_pixels=self.max_pixels), path.name
             except ImageReadError as e:
                 failures += 1
                 if len(self.skipped) < len(self.paths):
@@ -388,4 +395,10 @@ def open_source(cfg: SourceConfig, *, cancel: threading.Event | None = None) -> 
         return open_capture(uri, cfg, cancel)
     if kind == "video":
         return VideoFileSource(uri, loop=cfg.loop)
-    return ImageSource(image_paths(uri), fps=cfg.fps, frames_per_image=cfg.frames_per_image, loop=cfg.loop)
+    return ImageSource(
+        image_paths(uri),
+        fps=cfg.fps,
+        frames_per_image=cfg.frames_per_image,
+        loop=cfg.loop,
+        max_pixels=int(cfg.max_image_mp * 1e6),
+    )

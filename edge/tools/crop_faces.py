@@ -121,7 +121,7 @@ def crop_faces(cfg: CropFacesConfig, gate: GateConfig, *, progress: bool = True)
         bar = stack.enter_context(tqdm(paths, desc="crop-faces", unit="img", disable=not progress))
         for path in bar:
             try:
-                image = read_image(path)
+                image = read_image(path, max_pixels=int(gate.source.max_image_mp * 1e6))
             except ImageReadError as e:
                 unreadable.append({"image": str(path), "reason": str(e).split(": ", 1)[-1]})
                 continue
