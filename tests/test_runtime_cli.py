@@ -136,6 +136,24 @@ def test_run_validate_config_names_a_bad_key(env, tmp_path):
     )
 
 
+def test_validate_config_lists_every_problem_and_checks_the_bundles_it_names(env, tmp_path):
+    cfg = tmp_path / "gate.toml"
+    cfg.write_text(
+        '[decision]\npulse_sec = 2\n[outputs]\nrelay_pin = "BOARD11"\ngreen_pin = 17\n[source]\nfps = 0\n'
+    )
+    r = maskgate("run", "--config", str(cfg), "--validate-config", env_extra=env)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("maskgate: error:")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(errors) == 3, r.stderr  # every problem, each on its line
+    assert any("decision.pulse_sec: unknown key" in e for e in errors)
+    assert any("source.fps" in e for e in errors)
+    assert any("pin 17 is given to more than one output (relay_pin, green_pin" in e for e in errors)
+    # a valid file whose bundle is not a bundle: the gate would fail at start, so validation says so
+    cfg.write_text(f'[classifier]\nbundle = "{tmp_path}"\n')
+    r = maskgate("run", "--config", str(cfg), "--validate-config", env_extra=env)
+    assert_one_line_error(r, "classifier.bundle", "not a maskgate bundle")
+
+
 def test_demo_run_prints_decisions_and_ends_with_the_relay_off(env, scenes):
     r = maskgate(
         "run",

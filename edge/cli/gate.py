@@ -6,8 +6,10 @@ import argparse
 import json
 import logging
 import signal
+import sys
 import threading
 
+from ..core.errors import ConfigError
 from ..gate.config import DEFAULT_PATH, GateConfig
 from .options import SYSTEM_NOTE, add_gate_options, gate_config
 
@@ -36,11 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    cfg, origin = gate_config(args)
     if args.validate_config:
-        print(f"# {origin}: valid")
-        print(_as_toml(cfg))
-        return 0
+        return _validate(args)
+    cfg, origin = gate_config(args)
     logger.info("configuration: %s", origin)
     from ..gate.service import run_gate
 
@@ -53,6 +53,27 @@ def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, request_stop)
     return run_gate(cfg, stop)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """Every problem of the configuration, then of the model files it names, one per line; or the
+    resolved configuration as TOML when there is none."""
+    from ..gate.config import model_problems
+
+    try:
+        cfg, origin = gate_config(args)
+    except ConfigError as e:
+        problems = getattr(e, "problems", [str(e)])
+    else:
+        problems = model_problems(cfg)
+    if problems:
+        for problem in problems:
+            print(f"maskgate: error: {problem}", file=sys.stderr)
+        print(f"maskgate: {len(problems)} problem(s); the gate would not start", file=sys.stderr)
+        return 2
+    print(f"# {origin}: valid; its bundles load and verify")
+    print(_as_toml(cfg))
+    return 0
 
 
 def _outputs(args: argparse.Namespace):

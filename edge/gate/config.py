@@ -226,7 +226,10 @@ def build(data: dict[str, Any], origin: str = "configuration") -> GateConfig:
     try:
         return GateConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{origin}: " + "; ".join(error_lines(e, GateConfig))) from None
+        problems = error_lines(e, GateConfig)
+        error = ConfigError(f"{origin}: " + "; ".join(problems))
+        error.problems = [f"{origin}: {p}" for p in problems]
+        raise error from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -291,3 +294,35 @@ def load(
         set_key(data, key, value)
     origin = f"config {resolved}" if resolved is not None else "configuration"
     return build(data, origin), (str(resolved) if resolved is not None else "built-in defaults")
+
+
+def model_problems(cfg: GateConfig) -> list[str]:
+    """What is wrong with the model files a valid configuration names, without starting anything:
+    each bundle loaded and verified as the gate would, the SSD's Caffe files looked up verified in
+    the fetch cache. ``--validate-config`` reports these with the configuration's own problems."""
+    from ..core import fetch
+    from ..core.bundle import default_bundle_path, load_bundle
+    from ..core.errors import MaskgateError
+
+    checks = [("classifier.bundle", cfg.classifier.bundle or default_bundle_path("classifier"), "classifier")]
+    d = cfg.detector
+    if d.backend == "ssd-int8":
+        checks.append(("detector.bundle", d.bundle or default_bundle_path("detector"), "detector"))
+    elif d.backend == "unet":
+        checks.append(("detector.segmenter_bundle", d.segmenter_bundle or default_bundle_path("segmenter"),
+                       "segmenter"))  # fmt: skip
+    problems = []
+    for key, path, kind in checks:
+        try:
+            load_bundle(path, kind=kind)
+        except MaskgateError as e:
+            problems.append(f"{key}: {e}")
+    if d.backend == "ssd-opencv":
+        from ..detectors.ssd import SSD_PROTOTXT, SSD_WEIGHTS
+
+        manifest = fetch.load_manifest()
+        for name in (SSD_PROTOTXT, SSD_WEIGHTS):
+            if not fetch.is_cached(manifest[name]):
+                problems.append(f"detector.backend: ssd-opencv needs {name}, not in the cache verified; "
+                                "run `maskgate models fetch --for edge`")  # fmt: skip
+    return problems
