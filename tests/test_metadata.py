@@ -99,3 +99,22 @@ def test_a_converter_cannot_write_what_the_device_would_refuse(tmp_path):
     with pytest.raises(ModelFileError, match="threshold"):
         write_bundle(tmp_path, kind="classifier", metadata=meta)
     assert not (tmp_path / "metadata.json").exists()
+
+
+def test_a_model_that_does_not_fit_its_metadata_is_refused_when_the_bundle_loads(tmp_path):
+    def three_classes(meta):
+        meta["classes"] = ["with_mask", "without_mask", "mask_weared_incorrect"]
+
+    folder = _resealed("classifier", tmp_path, three_classes)
+    (folder / "labels.txt").write_text("with_mask\nwithout_mask\nmask_weared_incorrect\n")
+    write_checksums(folder)
+    with pytest.raises(ModelFileError, match="model.tflite has 2 outputs, labels name 3 classes"):
+        load_bundle(folder)
+
+    def classifier_inside(meta):
+        shutil.copy(
+            default_bundle_path("classifier") / "model.tflite", tmp_path / "detector" / "model.tflite"
+        )
+
+    with pytest.raises(ModelFileError, match="model.tflite has 1 outputs, the metadata describes 12"):
+        load_bundle(_resealed("detector", tmp_path, classifier_inside))

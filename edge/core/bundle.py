@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import atomic, preprocess
@@ -164,7 +165,50 @@ def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
         raise ModelFileError(
             f"bundle {path}: made for other preprocessing than this maskgate applies; convert the model again"
         )
+    for name in filter(None, (meta.model, meta.float_model)):
+        check_model(path, name, meta, float_model=name == meta.float_model)
     return Bundle(path, meta)
+
+
+def check_model(folder: Path, name: str, meta: BundleMetadata, *, float_model: bool = False) -> None:
+    """The model's own tensors against what the metadata promises: input size and type, and the
+    number of outputs the device will read. Loaded once at start-up, so a bundle that lies is
+    refused before the gate runs, not discovered at the first face."""
+    from .litert import load_interpreter
+
+    it = load_interpreter(folder / name)
+    inputs, outputs = it.get_input_details(), it.get_output_details()
+    if len(inputs) != 1:
+        raise ModelFileError(f"bundle {folder}: {name} has {len(inputs)} inputs; maskgate feeds one image")
+    shape, dtype = [int(v) for v in inputs[0]["shape"]], str(np.dtype(inputs[0]["dtype"]))
+    expected = "float32" if float_model else meta.input.dtype
+    if meta.kind == "detector":  # any size: only the layout and the type are fixed
+        if len(shape) != 4 or shape[3] != 3 or dtype != expected:
+            raise ModelFileError(
+                f"bundle {folder}: {name} takes {shape} {dtype} input, metadata says NHWC {expected}"
+            )
+        if len(outputs) != len(meta.ssd.outputs):
+            raise ModelFileError(
+                f"bundle {folder}: {name} has {len(outputs)} outputs, the metadata describes "
+                f"{len(meta.ssd.outputs)} ({len(meta.ssd.heads)} heads)"
+            )
+        return
+    side = meta.input_size
+    if len(shape) != 4 or shape[1:] != [side, side, 3] or dtype != expected:
+        got = f"{shape[1]} px" if len(shape) == 4 else str(shape)
+        raise ModelFileError(
+            f"bundle {folder}: {name} takes {got} {dtype} input, metadata says {side} px {expected}"
+        )
+    out_shape = [int(v) for v in outputs[0]["shape"]] if len(outputs) == 1 else []
+    if meta.kind == "classifier" and (len(outputs) != 1 or out_shape[-1] != len(meta.classes)):
+        n = out_shape[-1] if out_shape else len(outputs)
+        raise ModelFileError(
+            f"bundle {folder}: {name} has {n} outputs, labels name {len(meta.classes)} classes"
+        )
+    if meta.kind == "segmenter" and out_shape[:3] != [1, side, side]:
+        raise ModelFileError(
+            f"bundle {folder}: {name} maps {shape} to {out_shape}; the metadata promises {side} px in and out"
+        )
 
 
 def expected_preprocessing(meta: BundleMetadata) -> dict[str, Any]:

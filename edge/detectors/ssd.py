@@ -122,11 +122,6 @@ class SsdInt8Detector(FaceDetector):
         )
         self._floor = spec.confidence_threshold
         self._order = list(spec.outputs)  # interpreter output index of loc0, conf0, loc1, conf1, ...
-        if len(self._interpreter.get_output_details()) != len(self._order):
-            raise ModelFileError(
-                f"bundle {bundle.path}: the model has {len(self._interpreter.get_output_details())} outputs, "
-                f"the metadata describes {len(self._order)} ({len(spec.heads)} heads)"
-            )
         self._input = self._interpreter.get_input_details()[0]
         # frames go in as they are
         check_uint8_passthrough(self._input, f"bundle {bundle.path}: the detector")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.bundle import default_bundle_path, load_bundle
-from ..core.errors import ConfigError, ModelFileError
+from ..core.errors import ConfigError
 from ..core.geometry import Box
 from ..core.litert import check_uint8_passthrough, dequantize, load_interpreter
 from ..core.preprocess import prepare_scene
@@ -132,12 +132,6 @@ class UnetDetector(FaceDetector):
         self._output = self._interpreter.get_output_details()[0]
         # scenes go in as they are
         check_uint8_passthrough(self._input, f"bundle {bundle.path}: the segmenter")
-        expected = (1, self.size, self.size)
-        if tuple(self._input["shape"][:3]) != expected or tuple(self._output["shape"][:3]) != expected:
-            raise ModelFileError(
-                f"bundle {bundle.path}: the model maps {list(self._input['shape'])} to "
-                f"{list(self._output['shape'])}; the metadata promises {self.size} px in and out"
-            )
         self.threshold = threshold
         self.min_area = min_area
         self.confidence = confidence

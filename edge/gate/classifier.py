@@ -82,20 +82,8 @@ class TFLiteClassifier:
 def classifier_from_bundle(
     bundle: Bundle, *, num_threads: int = 1, float_model: bool = False
 ) -> TFLiteClassifier:
-    """The bundle's classifier (or its float32 twin), checked against what the metadata promises."""
+    """The bundle's classifier (or its float32 twin); ``load_bundle`` has checked its tensors."""
     path = bundle.float_model_path if float_model else bundle.model_path
     if path is None:
         raise ModelFileError(f"bundle {bundle.path} has no float model")
-    clf = TFLiteClassifier(path, num_threads=num_threads)
-    expected_dtype = "float32" if float_model else bundle.metadata.input.dtype
-    if clf.input_size != bundle.input_size or str(clf.input_dtype) != expected_dtype:
-        raise ModelFileError(
-            f"bundle {bundle.path}: {path.name} takes {clf.input_size} px {clf.input_dtype} input, "
-            f"metadata says {bundle.input_size} px {expected_dtype}"
-        )
-    if clf.num_classes != len(bundle.classes):
-        raise ModelFileError(
-            f"bundle {bundle.path}: {path.name} has {clf.num_classes} outputs, "
-            f"labels name {len(bundle.classes)} classes"
-        )
-    return clf
+    return TFLiteClassifier(path, num_threads=num_threads)
