@@ -54,6 +54,13 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def change(drop: float, unit: str = "pp", digits: int = 2) -> str:
+    """A float-to-int8 loss as "drop 2.27 pp" or, when int8 did better, "gain 2.27 pp": a signed
+    "drop -2.27" reads as a loss to most people."""
+    word = "gain" if round(drop, digits) < 0 else "drop"
+    return f"{word} {abs(drop):.{digits}f}" + (f" {unit}" if unit else "")
+
+
 def render(lines: Sequence[str]) -> str:
     """The report's text, ending in exactly one newline."""
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -170,10 +170,10 @@ def convert(cfg: ConvertConfig) -> Path:
         "source": verify_source
     }
     logger.info(
-        "float accuracy %.4f, int8 accuracy %.4f (drop %.2f pp), agreement %.4f",
+        "float accuracy %.4f, int8 accuracy %.4f (%s), agreement %.4f",
         verification["float"]["accuracy"],
         verification["int8"]["accuracy"],
-        verification["accuracy_drop_pp"],
+        report.change(verification["accuracy_drop_pp"]),
         verification["agreement"],
     )
     if verification["accuracy_drop_pp"] > cfg.tolerance:
@@ -249,7 +249,7 @@ def _report(meta: ClassifierMetadata, models: dict[str, bytes]) -> str:
             ],
         ),
         "",
-        f"Accuracy drop {v['accuracy_drop_pp']:.2f} pp; agreement {percent(v['agreement'])}; "
+        f"Accuracy {report.change(v['accuracy_drop_pp'])}; agreement {percent(v['agreement'])}; "
         f"probability difference mean {v['probability_diff_mean']:.4f}, max {v['probability_diff_max']:.4f}.",
         "",
     ]

@@ -155,7 +155,11 @@ def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
         q_dice = verification["int8_vs_truth"]["dice"]
         agree = verification["int8_vs_float"]["dice"]
         logger.info(
-            "Dice vs true masks: float %.4f, int8 %.4f; int8 vs float masks %.4f", f_dice, q_dice, agree
+            "Dice vs true masks: float %.4f, int8 %.4f (%s); int8 vs float masks %.4f",
+            f_dice,
+            q_dice,
+            report.change(f_dice - q_dice, unit="", digits=4),
+            agree,
         )
         if f_dice - q_dice > cfg.tolerance:
             raise ConversionRefused(
@@ -209,8 +213,8 @@ def _report(meta: SegmenterMetadata, models: dict[str, bytes]) -> str:
             ],
         ),
         "",
-        f"Dice drop float to int8: {dice_drop:.4f} (refused above {v['tolerance']}). "
-        f"Probability difference: mean {v['probability_diff_mean']:.4f}, "
+        f"Dice float to int8: {report.change(dice_drop, unit='', digits=4)} (refused above a drop of "
+        f"{v['tolerance']}). Probability difference: mean {v['probability_diff_mean']:.4f}, "
         f"max {v['probability_diff_max']:.4f}.",
         "",
     ]

@@ -321,3 +321,13 @@ def test_the_int8_threshold_is_chosen_on_int8_outputs_of_the_validation_split(ti
     expected = choose_threshold(p, np.array([s.label == "with_mask" for s in val]), false_accept_cost=5.0)
     v = b.metadata.metrics.verification
     assert b.threshold == expected and v["int8"]["threshold"] == expected and v["float"]["threshold"] == 0.5
+
+
+def test_an_accuracy_change_reads_as_a_drop_or_a_gain(tiny_bundle):
+    from maskgate.convert.report import change
+
+    assert change(2.27) == "drop 2.27 pp" and change(-2.27) == "gain 2.27 pp"
+    assert change(-0.0001) == "drop 0.00 pp" and change(-0.01234, unit="", digits=4) == "gain 0.0123"
+    report = (tiny_bundle / "report.md").read_text()
+    assert "Accuracy drop " in report or "Accuracy gain " in report
+    assert " -" not in report.split("Accuracy ", 1)[1].split(";")[0]
