@@ -103,6 +103,39 @@ def _compare(
     }
 
 
+def threshold_grid_warning(threshold: float, output: dict[str, Any]) -> str | None:
+    """Why a threshold at the end of the int8 output grid is worth a look, or ``None``.
+
+    The device decides on p(masked) as the uint8 output gives it, in steps of the output scale
+    (1/256): a threshold chosen between the top two steps, say 0.9941, lets in only faces at the
+    very top step, and a face the user sees at p(masked)=0.98 is denied. Within one step of
+    either end of the grid, one side of the decision is a single step (or none).
+    """
+    scale, zero = output["quantization"]
+    dtype = np.dtype(output["dtype"])
+    if dtype.kind == "f" or not scale:
+        return None  # a float output has no grid
+    info = np.iinfo(dtype)
+    grid = scale * (np.arange(info.min, info.max + 1, dtype=np.float64) - zero)
+    grid = grid[(grid >= 0.0) & (grid <= 1.0)]
+    unlock, deny = grid[grid >= threshold], grid[grid < threshold]
+    if len(unlock) > 1 and len(deny) > 1:
+        return None
+    steps = f"{scale:.4f}" + (f" (1/{round(1 / scale)})" if abs(1 / scale - round(1 / scale)) < 1e-6 else "")
+    if len(unlock) == 0:
+        effect = f"no p(masked) the device can compute (at most {grid.max():.4f}) unlocks"
+    elif len(deny) == 0:
+        effect = "every p(masked) the device can compute unlocks"
+    elif len(unlock) == 1:
+        effect = f"only its top step, {unlock[0]:.4f}, unlocks and {deny.max():.4f} is already denied"
+    else:
+        effect = f"only its bottom step, {deny[0]:.4f}, is denied and {unlock.min():.4f} already unlocks"
+    return (
+        f"int8 threshold {threshold:.4f} sits at the end of the int8 output grid: p(masked) on the device "
+        f"comes in steps of {steps}, so {effect}"
+    )
+
+
 def convert(cfg: ConvertConfig) -> Path:
     check_output(cfg.out)
     keras_path, classes = resolve_model(cfg.model)
@@ -160,6 +193,9 @@ def convert(cfg: ConvertConfig) -> Path:
             int8_threshold,
             threshold,
         )
+    warning = threshold_grid_warning(int8_threshold, int8.output_details)
+    if warning:
+        logger.warning("%s", warning)
 
     logger.info("verifying on %d images (%s)", len(verify), verify_source)
     images = _load(verify, size)
