@@ -357,3 +357,23 @@ def test_an_accuracy_change_reads_as_a_drop_or_a_gain(tiny_bundle):
     report = (tiny_bundle / "report.md").read_text()
     assert "Accuracy drop " in report or "Accuracy gain " in report
     assert " -" not in report.split("Accuracy ", 1)[1].split(";")[0]
+
+
+def test_calibration_reports_progress_when_stderr_is_not_a_terminal(tiny_run, tmp_path):
+    """Through a pipe, as under systemd or CI: progress lines, though the converter's own stderr is muted."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "b"
+    script = (
+        "import sys; import maskgate.edge.core.progress as p; p.EVERY_S = 0.0\n"  # a line per sample
+        "from maskgate.edge.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    args = ["convert", "--model", str(tiny_run), "--out", str(out), "--samples", "8", "--latency-runs", "0"]
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=REPO,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "calibrating: 1/8 samples" in r.stderr and "calibrating: 8/8 samples" in r.stderr, r.stderr
+    assert "\r" not in r.stderr  # no bar redrawn into a log
