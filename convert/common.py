@@ -37,9 +37,8 @@ def check_output(out: Path) -> None:
 
 
 def bundle_fields(models: dict[str, bytes]) -> dict[str, Any]:
-    """The metadata fields every kind of bundle fills alike, for a kind's model: format, version,
-    model file names, the libraries it was converted with (the interpreter's among them) and when.
-    """
+    """The metadata fields every kind fills alike (format, version, model file names, libraries
+    with the runtime, creation time), made in one place so their meaning cannot drift between kinds."""
     return {
         "format": FORMAT,
         "version": VERSION,
