@@ -14,34 +14,30 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
-import sys
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from maskgate.edge.core import atomic, bundle, fetch, sysinfo
-from maskgate.edge.core.errors import DataError, MaskgateError, ModelFileError, OutputExistsError
+from maskgate.edge.core import atomic, bundle, fetch
+from maskgate.edge.core.errors import DataError, MaskgateError, ModelFileError
 from maskgate.edge.core.imageio import IMAGE_SUFFIXES, read_image
-from maskgate.edge.core.litert import load_interpreter, runtime_name
-from maskgate.edge.core.metadata import FORMAT, VERSION
+from maskgate.edge.core.litert import load_interpreter
+from maskgate.edge.core.metadata import DetectorInput, DetectorMetadata, Metrics, SsdHead, SsdSpec
 from maskgate.edge.core.preprocess import describe_ssd as describe_preprocessing
 from maskgate.edge.core.sysinfo import resolve_threads
 from maskgate.edge.core.timing import measure, summarize
 from maskgate.edge.detectors.ssd import SSD_PROTOTXT, SSD_WEIGHTS, SsdInt8Detector, SsdOpenCvDetector
 from maskgate.edge.tools.scoring import match_scored
 
+from . import report
+from .common import FLOAT_NAME, INT8_NAME, ConversionRefused, bundle_fields, check_output, tflite_latency
 from .config import DetectorConvertConfig
 from .quantize import to_tflite
-from .run import ConversionRefused
 
 logger = logging.getLogger(__name__)
 
-INT8_NAME = "model.tflite"
-FLOAT_NAME = "model_float32.tflite"
 SHARED_ENV = "MASKGATE_SHARED"
 
 
@@ -148,47 +144,23 @@ def raw_difference(
     return worst
 
 
-def latency(
-    tflite: bytes | None,
-    image: np.ndarray,
-    size: tuple[int, int],
-    threads: int,
+def opencv_latency(
+    opencv: SsdOpenCvDetector, image: np.ndarray, size: tuple[int, int], heads: list[str], *, threads: int,
     runs: int,
-    opencv: SsdOpenCvDetector | None = None,
-    heads: list[str] | None = None,
-) -> dict[str, float]:
-    """Resize and network time per frame, no post-processing, after warm-up: a benchmark, not a test.
-
-    OpenCV's run stops at the prediction heads (``heads``), as the TFLite models do; both resize
-    the frame (``blobFromImage`` / ``cv2.resize``) with the same OpenCV thread count.
-    """
+) -> dict[str, float] | None:  # fmt: skip
+    """OpenCV's resize and network time per frame, stopping at the prediction heads as the TFLite
+    models do, after warm-up: the baseline the int8 model's ``tflite_latency`` (resize included, on
+    as many OpenCV threads) is compared with."""
     import cv2
 
     cv2.setNumThreads(threads)
-    if opencv is not None:
-        opencv.input_size = size
-
-        def run(_):
-            opencv.raw(image, outputs=heads)
-    else:
-        it = load_interpreter(tflite, num_threads=threads)
-        d = it.get_input_details()[0]
-        it.resize_tensor_input(d["index"], [1, size[1], size[0], 3])
-        it.allocate_tensors()
-
-        def run(_):
-            x = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)[None].astype(d["dtype"], copy=False)
-            it.set_tensor(d["index"], x)
-            it.invoke()
-
-    wall, _ = measure(run, range(runs), warmup=3)
+    opencv.input_size = size
+    wall, _ = measure(lambda _: opencv.raw(image, outputs=heads), range(runs), warmup=3)
     return summarize(wall)
 
 
 def convert_detector(cfg: DetectorConvertConfig) -> Path:
-    if cfg.out.exists():
-        raise OutputExistsError(f"output directory {cfg.out} already exists; choose another --out")
-    atomic.check_creatable(cfg.out, "--out")
+    check_output(cfg.out)
     folder = cfg.representative
     if folder is None:
         shared = os.environ.get(SHARED_ENV)
@@ -235,25 +207,25 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
         models[FLOAT_NAME] = to_tflite(model, "float32")
     outputs = output_order(models[INT8_NAME], len(names))
 
-    metadata: dict[str, Any] = {
-        "format": FORMAT,
-        "version": VERSION,
-        "kind": "detector",
-        "model": INT8_NAME,
-        "float_model": FLOAT_NAME if FLOAT_NAME in models else None,
-        "classes": ["face"],
-        "threshold": 0.5,  # the published detector's usual confidence; the device's is in its config
-        "input": {"dtype": "uint8", "size": None, "size_multiple": 4, "layout": "NHWC"},
-        "preprocessing": describe_preprocessing(),
-        "ssd": {
-            "heads": [asdict(h) | {"name": loc} for h, loc in zip(spec.heads, spec.loc_heads, strict=True)],
-            "outputs": outputs,
-            "nms_threshold": spec.nms_threshold,
-            "top_k": spec.top_k,
-            "keep_top_k": spec.keep_top_k,
-            "confidence_threshold": spec.confidence_threshold,
-        },
-        "source": {
+    metadata = DetectorMetadata(
+        kind="detector",
+        **bundle_fields(models),
+        classes=["face"],
+        threshold=0.5,  # the published detector's usual confidence; the device's is in its config
+        input=DetectorInput(dtype="uint8", size=None, size_multiple=4, layout="NHWC"),
+        preprocessing=describe_preprocessing(),
+        ssd=SsdSpec(
+            heads=[
+                SsdHead(**{k: v for k, v in asdict(h).items() if k != "head"}, name=loc)
+                for h, loc in zip(spec.heads, spec.loc_heads, strict=True)
+            ],
+            outputs=outputs,
+            nms_threshold=spec.nms_threshold,
+            top_k=spec.top_k,
+            keep_top_k=spec.keep_top_k,
+            confidence_threshold=spec.confidence_threshold,
+        ),
+        source={
             "prototxt_sha256": bundle.sha256_file(prototxt),
             "caffemodel_sha256": bundle.sha256_file(weights),
             "rebuild_max_abs_diff": diff,
@@ -264,11 +236,7 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
                 "sizes": [list(s) for s in cfg.sizes],
             },
         },
-        "libraries": sysinfo.library_versions() | {"runtime": runtime_name()},
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    for h in metadata["ssd"]["heads"]:
-        h.pop("head", None)
+    )
     with atomic.staged_dir(cfg.out) as stage:
         staged = bundle.write_bundle(
             stage, kind="detector", metadata=metadata, models=models, labels=["face"]
@@ -299,77 +267,87 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
             )
         timing: dict[str, Any] = {}
         if cfg.latency_runs:
-            image = verify_images[0]
+            image, runs = verify_images[0], cfg.latency_runs
             for size in cfg.sizes:
                 for threads in (1, 2):
                     key = f"{size[0]}x{size[1]} @ {threads} thread(s)"
                     timing[key] = {
-                        "ssd-int8": latency(models[INT8_NAME], image, size, threads, cfg.latency_runs),
-                        "ssd-opencv": latency(
-                            None, image, size, threads, cfg.latency_runs, opencv=opencv, heads=names
+                        "ssd-int8": tflite_latency(
+                            models[INT8_NAME], image, threads=threads, runs=runs, size=size
                         ),
+                        "ssd-opencv": opencv_latency(opencv, image, size, names, threads=threads, runs=runs),
                     }
                     if FLOAT_NAME in models:
-                        timing[key]["tflite-float32"] = latency(
-                            models[FLOAT_NAME], image, size, threads, cfg.latency_runs
+                        timing[key]["tflite-float32"] = tflite_latency(
+                            models[FLOAT_NAME], image, threads=threads, runs=runs, size=size
                         )
-        metadata["metrics"] = {
-            "training": None,  # a third-party model: no run of ours to report
-            "verification": verification | {"tolerance": cfg.tolerance, "confidence": cfg.verify_confidence},
-        }
-        metadata["latency_ms_on_converting_machine"] = timing
+        metadata = metadata.model_copy(
+            update={
+                "metrics": Metrics(
+                    training=None,  # a third-party model: no run of ours to report
+                    verification=verification
+                    | {"tolerance": cfg.tolerance, "confidence": cfg.verify_confidence},
+                ),
+                "latency_ms_on_converting_machine": timing,
+            }
+        )
         bundle.write_bundle(stage, kind="detector", metadata=metadata, report=_report(metadata, models))
     logger.info("detector bundle written to %s (int8 model %.2f MB)", cfg.out, len(models[INT8_NAME]) / 1e6)
     return cfg.out
 
 
-def _report(meta: dict[str, Any], models: dict[str, bytes]) -> str:
-    v = meta["metrics"]["verification"]
+def _report(meta: DetectorMetadata, models: dict[str, bytes]) -> str:
+    v = meta.metrics.verification
     lines = [
-        "# maskgate detector bundle",
-        "",
-        f"Created {meta['created']} with `{shlex.join(['maskgate', *sys.argv[1:]])}`.",
-        "",
+        *report.header(meta),
         "OpenCV's ResNet-10 SSD face detector, rebuilt with its published weights (raw head outputs within "
-        f"{meta['source']['rebuild_max_abs_diff']:.1e} of OpenCV's), full-integer int8: uint8 BGR pixels in, "
+        f"{meta.source['rebuild_max_abs_diff']:.1e} of OpenCV's), full-integer int8: uint8 BGR pixels in, "
         "int8 head outputs out; prior boxes, decoding and NMS on the device "
         "(`edge/detectors/ssd_decoding.py`).",
         "",
-        "| file | size |",
-        "| --- | --- |",
-        *[f"| {name} | {len(data) / 1e6:.2f} MB |" for name, data in models.items()],
-        "",
+        *report.files_table(models),
         f"## Verification against OpenCV's float detector (score >= {v['confidence']}, IoU >= 0.5)",
         "",
         "Recall counts int8 boxes at the same score threshold; the margin column also counts int8 boxes "
         f"from {0.8 * v['confidence']:.2f}, since scores move a little in int8.",
         "",
-        "| input | images | OpenCV faces | found by int8 | recall | recall within margin | score correlation "
-        "| int8-only boxes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        report.table(
+            _VERIFICATION_COLUMNS, [_verification_row(k, r) for k, r in v.items() if isinstance(r, dict)]
+        ),
+        "",
     ]
-    for size, r in v.items():
-        if isinstance(r, dict):
-            corr = f"{r['score_correlation']:.4f}" if r["score_correlation"] is not None else "n/a"
-            lines.append(
-                f"| {size} | {r['images']} | {r['opencv_faces']} | {r['found']} | {r['recall']:.4f} | "
-                f"{r['recall_within_margin']:.4f} | {corr} | {r['int8_only_boxes']} |"
-            )
-    timing = meta["latency_ms_on_converting_machine"]
+    timing = meta.latency_ms_on_converting_machine
     if timing:
-        lines += [
-            "",
-            "## Time per frame on the converting machine (p50 ms: resize and network, no post-processing)",
-            "",
-            f"{sysinfo.cpu_model()}, {os.cpu_count()} cores, {meta['libraries']['runtime']}.",
-            "",
-            "| input, threads | ssd-int8 | ssd-opencv | tflite-float32 | int8 speed-up over OpenCV |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for key, t in timing.items():
-            f32 = f"{t['tflite-float32']['p50']:.2f}" if "tflite-float32" in t else "-"
-            lines.append(
-                f"| {key} | {t['ssd-int8']['p50']:.2f} | {t['ssd-opencv']['p50']:.2f} | {f32} | "
-                f"{t['ssd-opencv']['p50'] / t['ssd-int8']['p50']:.1f}x |"
-            )
-    return "\n".join(lines) + "\n"
+        lines += report.latency_section(
+            "Time per frame on the converting machine (p50 ms: resize and network, no post-processing)",
+            meta,
+            ["input, threads", "ssd-int8", "ssd-opencv", "tflite-float32", "int8 speed-up over OpenCV"],
+            [_timing_row(key, t) for key, t in timing.items()],
+        )
+    return report.render(lines)
+
+
+_VERIFICATION_COLUMNS = [
+    "input",
+    "images",
+    "OpenCV faces",
+    "found by int8",
+    "recall",
+    "recall within margin",
+    "score correlation",
+    "int8-only boxes",
+]
+
+
+def _verification_row(size: str, r: dict[str, Any]) -> list[str]:
+    corr = f"{r['score_correlation']:.4f}" if r["score_correlation"] is not None else "n/a"
+    counts = [str(r[k]) for k in ("images", "opencv_faces", "found")]
+    recalls = [f"{r['recall']:.4f}", f"{r['recall_within_margin']:.4f}"]
+    return [size, *counts, *recalls, corr, str(r["int8_only_boxes"])]
+
+
+def _timing_row(key: str, t: dict[str, Any]) -> list[str]:
+    p50 = {name: x["p50"] for name, x in t.items()}
+    f32 = f"{p50['tflite-float32']:.2f}" if "tflite-float32" in p50 else "-"
+    speed_up = p50["ssd-opencv"] / p50["ssd-int8"]
+    return [key, f"{p50['ssd-int8']:.2f}", f"{p50['ssd-opencv']:.2f}", f32, f"{speed_up:.1f}x"]

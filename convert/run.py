@@ -10,41 +10,41 @@ complete.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shlex
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from maskgate.edge.core import atomic, bundle, preprocess, sysinfo
-from maskgate.edge.core.errors import DataError, MaskgateError, OutputExistsError
+from maskgate.edge.core import atomic, bundle, preprocess
+from maskgate.edge.core.errors import DataError, MaskgateError
 from maskgate.edge.core.imageio import read_image
-from maskgate.edge.core.litert import runtime_name
-from maskgate.edge.core.metadata import FORMAT, VERSION
+from maskgate.edge.core.metadata import ClassifierInput, ClassifierMetadata, ClassifierOutput, Metrics
 from maskgate.edge.core.sysinfo import resolve_threads
-from maskgate.edge.core.timing import measure, summarize
 from maskgate.edge.gate.classifier import TFLiteClassifier
 from maskgate.train.dataset import Sample, load_example, scan_folder
 from maskgate.train.evaluate import load_keras_model, predict_tflite, resolve_model, run_split_samples
 from maskgate.train.metrics import FROM_VALIDATION, choose_masked_threshold, classification_metrics
 
+from . import report
+from .common import (
+    INT8_NAME,
+    ConversionRefused,
+    bundle_fields,
+    check_output,
+    quantization,
+    read_json,
+    tflite_latency,
+    training_metrics,
+)
 from .config import ConvertConfig
 
 logger = logging.getLogger(__name__)
 
-INT8_NAME = "model.tflite"
-FLOAT_NAME = "model_float32.tflite"
 # A run's --backbone as bundles name it (runs made before the option existed are MobileNetV2).
 _BACKBONE_TITLES = {"mobilenet_v2": "MobileNetV2", "resnet50": "ResNet50"}
-
-
-class ConversionRefused(MaskgateError):
-    """The int8 model is too far from the float model to ship."""
+# The float model's figures of a classifier run's metrics.json, as ``metrics.training``.
+_TRAINING_KEYS = ("accuracy", "macro_f1", "far", "frr", "roc_auc", "n")
 
 
 def _stratified(samples: list[Sample], n: int, seed: int) -> list[Sample]:
@@ -85,13 +85,6 @@ def _predict(clf: TFLiteClassifier, images: np.ndarray, batch: int = 32) -> np.n
     return np.concatenate([clf.predict(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
-def latency_ms(model: bytes, face: np.ndarray, *, threads: int, runs: int) -> dict[str, float]:
-    """Per-face latency of one invocation on one face, after warm-up: a benchmark, not a test."""
-    clf = TFLiteClassifier(model, num_threads=threads)
-    wall, _ = measure(clf.predict, [face[None]] * runs, warmup=10)
-    return summarize(wall)
-
-
 def _compare(
     y: list[int], p_float: np.ndarray, p_int8: np.ndarray, classes: list[str], thresholds: tuple[float, float]
 ) -> dict:
@@ -110,13 +103,44 @@ def _compare(
     }
 
 
+def threshold_grid_warning(threshold: float, output: dict[str, Any]) -> str | None:
+    """Why a threshold at the end of the int8 output grid is worth a look, or ``None``.
+
+    The device decides on p(masked) as the uint8 output gives it, in steps of the output scale
+    (1/256): a threshold chosen between the top two steps, say 0.9941, lets in only faces at the
+    very top step, and a face the user sees at p(masked)=0.98 is denied. Within one step of
+    either end of the grid, one side of the decision is a single step (or none).
+    """
+    scale, zero = output["quantization"]
+    dtype = np.dtype(output["dtype"])
+    if dtype.kind == "f" or not scale:
+        return None  # a float output has no grid
+    info = np.iinfo(dtype)
+    grid = scale * (np.arange(info.min, info.max + 1, dtype=np.float64) - zero)
+    grid = grid[(grid >= 0.0) & (grid <= 1.0)]
+    unlock, deny = grid[grid >= threshold], grid[grid < threshold]
+    if len(unlock) > 1 and len(deny) > 1:
+        return None
+    steps = f"{scale:.4f}" + (f" (1/{round(1 / scale)})" if abs(1 / scale - round(1 / scale)) < 1e-6 else "")
+    if len(unlock) == 0:
+        effect = f"no p(masked) the device can compute (at most {grid.max():.4f}) unlocks"
+    elif len(deny) == 0:
+        effect = "every p(masked) the device can compute unlocks"
+    elif len(unlock) == 1:
+        effect = f"only its top step, {unlock[0]:.4f}, unlocks and {deny.max():.4f} is already denied"
+    else:
+        effect = f"only its bottom step, {deny[0]:.4f}, is denied and {unlock.min():.4f} already unlocks"
+    return (
+        f"int8 threshold {threshold:.4f} sits at the end of the int8 output grid: p(masked) on the device "
+        f"comes in steps of {steps}, so {effect}"
+    )
+
+
 def convert(cfg: ConvertConfig) -> Path:
-    if cfg.out.exists():
-        raise OutputExistsError(f"output directory {cfg.out} already exists; choose another --out")
-    atomic.check_creatable(cfg.out, "--out")
+    check_output(cfg.out)
     keras_path, classes = resolve_model(cfg.model)
     run_dir = keras_path.parent
-    run_config = _read_json(run_dir / "config.json")
+    run_config = read_json(run_dir / "config.json")
     threshold = float(run_config.get("threshold", 0.5))
 
     if cfg.verify_data is not None:
@@ -169,6 +193,9 @@ def convert(cfg: ConvertConfig) -> Path:
             int8_threshold,
             threshold,
         )
+    warning = threshold_grid_warning(int8_threshold, int8.output_details)
+    if warning:
+        logger.warning("%s", warning)
 
     logger.info("verifying on %d images (%s)", len(verify), verify_source)
     images = _load(verify, size)
@@ -179,10 +206,10 @@ def convert(cfg: ConvertConfig) -> Path:
         "source": verify_source
     }
     logger.info(
-        "float accuracy %.4f, int8 accuracy %.4f (drop %.2f pp), agreement %.4f",
+        "float accuracy %.4f, int8 accuracy %.4f (%s), agreement %.4f",
         verification["float"]["accuracy"],
         verification["int8"]["accuracy"],
-        verification["accuracy_drop_pp"],
+        report.change(verification["accuracy_drop_pp"]),
         verification["agreement"],
     )
     if verification["accuracy_drop_pp"] > cfg.tolerance:
@@ -195,43 +222,28 @@ def convert(cfg: ConvertConfig) -> Path:
 
     latency: dict[str, Any] = {}
     if cfg.latency_runs:
-        face = images[0]
         for name, data in models.items():
             for threads in (1, 2):
-                latency[f"{name} @ {threads} thread(s)"] = latency_ms(
-                    data, face, threads=threads, runs=cfg.latency_runs
+                latency[f"{name} @ {threads} thread(s)"] = tflite_latency(
+                    data, images[0], threads=threads, runs=cfg.latency_runs, warmup=10
                 )
 
     info = int8.input_details, int8.output_details  # quantisation as the interpreter reads it
-    metadata = {
-        "format": FORMAT,
-        "version": VERSION,
-        "kind": "classifier",
-        "model": INT8_NAME,
-        "float_model": FLOAT_NAME if FLOAT_NAME in models else None,
-        "classes": classes,
-        "threshold": int8_threshold,
-        "input": {
-            "size": [size, size],
-            "dtype": str(np.dtype(info[0]["dtype"])),
-            "quantization": {
-                "scale": float(info[0]["quantization"][0]),
-                "zero_point": int(info[0]["quantization"][1]),
-            },
-        },
-        "output": {
-            "dtype": str(np.dtype(info[1]["dtype"])),
-            "quantization": {
-                "scale": float(info[1]["quantization"][0]),
-                "zero_point": int(info[1]["quantization"][1]),
-            },
-        },
-        "preprocessing": preprocess.describe(size),
-        "metrics": {"training": _training_metrics(run_dir), "verification": verification},
-        "latency_ms_on_converting_machine": latency,
-        "source": {
+    metadata = ClassifierMetadata(
+        kind="classifier",
+        **bundle_fields(models),
+        classes=classes,
+        threshold=int8_threshold,
+        input=ClassifierInput(
+            size=(size, size), dtype=str(np.dtype(info[0]["dtype"])), quantization=quantization(info[0])
+        ),
+        output=ClassifierOutput(dtype=str(np.dtype(info[1]["dtype"])), quantization=quantization(info[1])),
+        preprocessing=preprocess.describe(size),
+        metrics=Metrics(training=training_metrics(run_dir, _TRAINING_KEYS), verification=verification),
+        latency_ms_on_converting_machine=latency,
+        source={
             "keras_model_sha256": bundle.sha256_file(keras_path),
-            "dataset_content_hash": _read_json(run_dir / "dataset.json").get("content_hash"),
+            "dataset_content_hash": read_json(run_dir / "dataset.json").get("content_hash"),
             "backbone": _BACKBONE_TITLES.get(
                 run_config.get("backbone", "mobilenet_v2"), run_config.get("backbone")
             ),
@@ -240,9 +252,7 @@ def convert(cfg: ConvertConfig) -> Path:
             "normalization": run_config.get("preprocessing", {}).get("normalization"),
             "calibration": {"images": len(calibration), "source": calibration_source, "seed": cfg.seed},
         },
-        "libraries": sysinfo.library_versions() | {"runtime": runtime_name()},
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    )
     with atomic.staged_dir(cfg.out) as stage:
         bundle.write_bundle(stage, kind="classifier", metadata=metadata, models=models, labels=classes,
                             report=_report(metadata, models))  # fmt: skip
@@ -250,62 +260,41 @@ def convert(cfg: ConvertConfig) -> Path:
     return cfg.out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _training_metrics(run_dir: Path) -> dict[str, Any]:
-    m = _read_json(run_dir / "metrics.json")
-    return {k: m[k] for k in ("accuracy", "macro_f1", "far", "frr", "roc_auc", "n") if k in m}
-
-
-def _report(meta: dict[str, Any], models: dict[str, bytes]) -> str:
+def _report(meta: ClassifierMetadata, models: dict[str, bytes]) -> str:
     from maskgate.train.report import percent
 
-    v = meta["metrics"]["verification"]
-    qin, qout = meta["input"], meta["output"]
+    v = meta.metrics.verification
+    qin, qout = meta.input, meta.output
     f, q = v["float"], v["int8"]
     lines = [
-        "# maskgate classifier bundle",
-        "",
-        f"Created {meta['created']} with `{shlex.join(['maskgate', *sys.argv[1:]])}`.",
-        "",
+        *report.header(meta),
         "## Models",
         "",
-        "| file | size |",
-        "| --- | --- |",
-        *[f"| {name} | {len(data) / 1e6:.2f} MB |" for name, data in models.items()],
-        "",
-        f"int8 input: {qin['dtype']} {qin['size']}, scale {qin['quantization']['scale']:.6g}, "
-        f"zero point {qin['quantization']['zero_point']}; output: {qout['dtype']}, "
-        f"scale {qout['quantization']['scale']:.6g}, zero point {qout['quantization']['zero_point']}.",
+        *report.files_table(models),
+        f"int8 input: {qin.dtype} {list(qin.size)}, scale {qin.quantization.scale:.6g}, "
+        f"zero point {qin.quantization.zero_point}; output: {qout.dtype}, "
+        f"scale {qout.quantization.scale:.6g}, zero point {qout.quantization.zero_point}.",
         "",
         f"## Verification ({v['n']} images, {v['source']})",
         "",
-        "| model | accuracy | FAR | FRR | threshold |",
-        "| --- | --- | --- | --- | --- |",
-        *[
-            f"| {name} | {' | '.join(percent(m[k]) for k in ('accuracy', 'far', 'frr'))} | {m['threshold']} |"
-            for name, m in (("Keras float32", f), ("TFLite int8", q))
-        ],
+        report.table(
+            ["model", "accuracy", "FAR", "FRR", "threshold"],
+            [
+                [name, *(percent(m[k]) for k in ("accuracy", "far", "frr")), str(m["threshold"])]
+                for name, m in (("Keras float32", f), ("TFLite int8", q))
+            ],
+        ),
         "",
-        f"Accuracy drop {v['accuracy_drop_pp']:.2f} pp; agreement {percent(v['agreement'])}; "
+        f"Accuracy {report.change(v['accuracy_drop_pp'])}; agreement {percent(v['agreement'])}; "
         f"probability difference mean {v['probability_diff_mean']:.4f}, max {v['probability_diff_max']:.4f}.",
         "",
     ]
-    latency = meta["latency_ms_on_converting_machine"]
+    latency = meta.latency_ms_on_converting_machine
     if latency:
-        lines += [
-            "## Latency per face on the converting machine (one face per invocation)",
-            "",
-            f"{sysinfo.cpu_model()}, {os.cpu_count()} cores, {meta['libraries']['runtime']}.",
-            "",
-            "| model | p50 ms | p95 ms |",
-            "| --- | --- | --- |",
-            *[f"| {k} | {x['p50']:.2f} | {x['p95']:.2f} |" for k, x in latency.items()],
-            "",
-        ]
-    return "\n".join(lines)
+        lines += report.latency_section(
+            "Latency per face on the converting machine (one face per invocation)",
+            meta,
+            ["model", "p50 ms", "p95 ms"],
+            [[k, f"{x['p50']:.2f}", f"{x['p95']:.2f}"] for k, x in latency.items()],
+        )
+    return report.render(lines)

@@ -13,34 +13,39 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shlex
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from maskgate.edge.core import atomic, bundle, sysinfo
-from maskgate.edge.core.errors import ModelFileError, OutputExistsError
-from maskgate.edge.core.litert import load_interpreter, runtime_name
-from maskgate.edge.core.metadata import FORMAT, VERSION
+from maskgate.edge.core import atomic, bundle
+from maskgate.edge.core.errors import ModelFileError
+from maskgate.edge.core.litert import load_interpreter
+from maskgate.edge.core.metadata import Metrics, SegmenterInput, SegmenterMetadata, SegmenterOutput
 from maskgate.edge.core.preprocess import describe_scene as describe_preprocessing
 from maskgate.edge.core.sysinfo import resolve_threads
 from maskgate.edge.detectors.unet import KIND, UnetDetector
 from maskgate.train.segment_metrics import THRESHOLD, segmentation_metrics
 from maskgate.train.segment_run import MANIFEST, load_scenes, read_split_scenes
 
+from . import report
+from .common import (
+    FLOAT_NAME,
+    INT8_NAME,
+    ConversionRefused,
+    bundle_fields,
+    check_output,
+    quantization,
+    tflite_latency,
+    training_metrics,
+)
 from .config import SegmenterConvertConfig
-from .detector import latency
 from .quantize import to_tflite
-from .run import ConversionRefused
 
 logger = logging.getLogger(__name__)
 
-INT8_NAME = "model.tflite"
-FLOAT_NAME = "model_float32.tflite"
+# The float model's figures of a train-unet run's metrics.json, as ``metrics.training``.
+_TRAINING_KEYS = ("dice", "iou", "precision", "recall", "images")
 
 
 def resolve_run(path: Path) -> tuple[Path, dict[str, Any]]:
@@ -75,9 +80,7 @@ def calibration_scenes(images: np.ndarray) -> list[np.ndarray]:
 
 
 def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
-    if cfg.out.exists():
-        raise OutputExistsError(f"output directory {cfg.out} already exists; choose another --out")
-    atomic.check_creatable(cfg.out, "--out")
+    check_output(cfg.out)
     model_path, run_config = resolve_run(cfg.model)
     size = int(run_config["input_size"])
     manifest = model_path.parent / MANIFEST
@@ -107,47 +110,31 @@ def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
 
     it = load_interpreter(models[INT8_NAME])
     qin, qout = it.get_input_details()[0], it.get_output_details()[0]
-    metadata: dict[str, Any] = {
-        "format": FORMAT,
-        "version": VERSION,
-        "kind": KIND,
-        "model": INT8_NAME,
-        "float_model": FLOAT_NAME if FLOAT_NAME in models else None,
-        "classes": ["face"],
-        "threshold": THRESHOLD,  # the mask threshold of training and verification; the device's is configured
-        "input": {
-            "size": [size, size],
-            "dtype": "uint8",
-            "layout": "NHWC",
-            "quantization": {
-                "scale": float(qin["quantization"][0]),
-                "zero_point": int(qin["quantization"][1]),
-            },
-        },
-        "output": {
-            "dtype": np.dtype(qout["dtype"]).name,
-            "shape": [int(v) for v in qout["shape"]],
-            "meaning": "face probability per pixel",
-            "quantization": {
-                "scale": float(qout["quantization"][0]),
-                "zero_point": int(qout["quantization"][1]),
-            },
-        },
-        "preprocessing": describe_preprocessing(size),
-        "segmenter": {
+    metadata = SegmenterMetadata(
+        kind=KIND,
+        **bundle_fields(models),
+        classes=["face"],
+        threshold=THRESHOLD,  # the mask threshold of training and verification; the device's is configured
+        input=SegmenterInput(size=(size, size), dtype="uint8", layout="NHWC", quantization=quantization(qin)),
+        output=SegmenterOutput(
+            dtype=np.dtype(qout["dtype"]).name,
+            shape=[int(v) for v in qout["shape"]],
+            meaning="face probability per pixel",
+            quantization=quantization(qout),
+        ),
+        preprocessing=describe_preprocessing(size),
+        segmenter={
             "architecture": "U-Net, MobileNetV2 encoder (alpha 1.0)",
             "decoder_filters": run_config.get("decoder_filters"),
             "mask_threshold": THRESHOLD,
         },
-        "source": {
+        source={
             "model_sha256": bundle.sha256_file(model_path),
             "run": model_path.parent.name,
             "weights": run_config.get("weights"),
             "calibration": {"scenes": len(calib_images), "split": "train", "seed": cfg.seed},
         },
-        "libraries": sysinfo.library_versions() | {"runtime": runtime_name()},
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    )
     with atomic.staged_dir(cfg.out) as stage:
         staged = bundle.write_bundle(stage, kind=KIND, metadata=metadata, models=models, labels=["face"])
 
@@ -168,7 +155,11 @@ def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
         q_dice = verification["int8_vs_truth"]["dice"]
         agree = verification["int8_vs_float"]["dice"]
         logger.info(
-            "Dice vs true masks: float %.4f, int8 %.4f; int8 vs float masks %.4f", f_dice, q_dice, agree
+            "Dice vs true masks: float %.4f, int8 %.4f (%s); int8 vs float masks %.4f",
+            f_dice,
+            q_dice,
+            report.change(f_dice - q_dice, unit="", digits=4),
+            agree,
         )
         if f_dice - q_dice > cfg.tolerance:
             raise ConversionRefused(
@@ -179,71 +170,61 @@ def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
         if cfg.latency_runs:
             for threads in (1, 2):
                 timing[f"{threads} thread(s)"] = {
-                    name: latency(data, test_images[0], (size, size), threads, cfg.latency_runs)
+                    name: tflite_latency(data, test_images[0], threads=threads, runs=cfg.latency_runs)
                     for name, data in models.items()
                 }
-        metadata["metrics"] = {"training": _training_metrics(model_path.parent), "verification": verification}
-        metadata["latency_ms_on_converting_machine"] = timing
+        metadata = metadata.model_copy(
+            update={
+                "metrics": Metrics(
+                    training=training_metrics(model_path.parent, _TRAINING_KEYS), verification=verification
+                ),
+                "latency_ms_on_converting_machine": timing,
+            }
+        )
         bundle.write_bundle(stage, kind=KIND, metadata=metadata, report=_report(metadata, models))
     logger.info("segmenter bundle written to %s (int8 model %.2f MB)", cfg.out, len(models[INT8_NAME]) / 1e6)
     return cfg.out
 
 
-def _training_metrics(run: Path) -> dict[str, Any] | None:
-    try:
-        m = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return {k: m.get(k) for k in ("dice", "iou", "precision", "recall", "images")}
+def _report(meta: SegmenterMetadata, models: dict[str, bytes]) -> str:
+    v = meta.metrics.verification
+    qin = meta.input.quantization
 
+    def row(name: str, m: dict) -> list[str]:
+        return [name, *(f"{m[k]:.4f}" for k in ("dice", "iou", "precision", "recall"))]
 
-def _report(meta: dict[str, Any], models: dict[str, bytes]) -> str:
-    v = meta["metrics"]["verification"]
-    qin = meta["input"]["quantization"]
-
-    def row(name: str, m: dict) -> str:
-        return f"| {name} | {m['dice']:.4f} | {m['iou']:.4f} | {m['precision']:.4f} | {m['recall']:.4f} |"
-
+    dice_drop = v["float_vs_truth"]["dice"] - v["int8_vs_truth"]["dice"]
     lines = [
-        "# maskgate segmenter bundle",
-        "",
-        f"Created {meta['created']} with `{shlex.join(['maskgate', *sys.argv[1:]])}`.",
-        "",
-        f"U-Net face segmenter (MobileNetV2 encoder), full-integer int8: {meta['input']['size'][0]} px uint8 "
-        f"RGB scenes in (scale {qin['scale']:g}, zero point {qin['zero_point']}), uint8 face probability "
+        *report.header(meta),
+        f"U-Net face segmenter (MobileNetV2 encoder), full-integer int8: {meta.input_size} px uint8 "
+        f"RGB scenes in (scale {qin.scale:g}, zero point {qin.zero_point}), uint8 face probability "
         'per pixel out. The device (`detector.backend = "unet"`) thresholds the mask and turns each '
         "connected region into a face box.",
         "",
-        "| file | size |",
-        "| --- | --- |",
-        *[f"| {name} | {len(data) / 1e6:.2f} MB |" for name, data in models.items()],
-        "",
+        *report.files_table(models),
         f"## Verification on {v['scenes']} held-out test scenes (mask at probability >= {THRESHOLD})",
         "",
-        "| masks | Dice | IoU | precision | recall |",
-        "| --- | --- | --- | --- | --- |",
-        row("Keras float vs true", v["float_vs_truth"]),
-        row("int8 vs true", v["int8_vs_truth"]),
-        row("int8 vs Keras float", v["int8_vs_float"]),
+        report.table(
+            ["masks", "Dice", "IoU", "precision", "recall"],
+            [
+                row("Keras float vs true", v["float_vs_truth"]),
+                row("int8 vs true", v["int8_vs_truth"]),
+                row("int8 vs Keras float", v["int8_vs_float"]),
+            ],
+        ),
         "",
-        f"Dice drop float to int8: {v['float_vs_truth']['dice'] - v['int8_vs_truth']['dice']:.4f} "
-        f"(refused above {v['tolerance']}). Probability difference: mean {v['probability_diff_mean']:.4f}, "
+        f"Dice float to int8: {report.change(dice_drop, unit='', digits=4)} (refused above a drop of "
+        f"{v['tolerance']}). Probability difference: mean {v['probability_diff_mean']:.4f}, "
         f"max {v['probability_diff_max']:.4f}.",
+        "",
     ]
-    timing = meta["latency_ms_on_converting_machine"]
+    timing = meta.latency_ms_on_converting_machine
     if timing:
         names = list(next(iter(timing.values())))
-        lines += [
-            "",
-            "## Time per scene on the converting machine (p50 ms, network only)",
-            "",
-            f"{sysinfo.cpu_model()}, {os.cpu_count()} cores, {meta['libraries']['runtime']}.",
-            "",
-            "| threads | " + " | ".join(names) + " |",
-            "| --- | " + " | ".join("---" for _ in names) + " |",
-            *[
-                f"| {k} | " + " | ".join(f"{t[n]['p50']:.2f}" for n in names) + " |"
-                for k, t in timing.items()
-            ],
-        ]
-    return "\n".join(lines) + "\n"
+        lines += report.latency_section(
+            "Time per scene on the converting machine (p50 ms, network only)",
+            meta,
+            ["threads", *names],
+            [[k, *(f"{t[n]['p50']:.2f}" for n in names)] for k, t in timing.items()],
+        )
+    return report.render(lines)

@@ -321,3 +321,59 @@ def test_the_int8_threshold_is_chosen_on_int8_outputs_of_the_validation_split(ti
     expected = choose_threshold(p, np.array([s.label == "with_mask" for s in val]), false_accept_cost=5.0)
     v = b.metadata.metrics.verification
     assert b.threshold == expected and v["int8"]["threshold"] == expected and v["float"]["threshold"] == 0.5
+
+
+def test_a_threshold_at_the_end_of_the_int8_output_grid_is_named():
+    from maskgate.convert.run import threshold_grid_warning
+
+    uint8 = {"dtype": np.uint8, "quantization": (1 / 256, 0)}
+    top = threshold_grid_warning(0.9941, uint8)  # between the top two steps: only 255/256 unlocks
+    assert top is not None and "int8 threshold 0.9941 sits at the end of the int8 output grid" in top
+    assert "steps of 0.0039 (1/256)" in top and "only its top step, 0.9961, unlocks" in top
+    assert "no p(masked) the device can compute" in threshold_grid_warning(0.999, uint8)
+    assert "only its bottom step, 0.0000, is denied" in threshold_grid_warning(0.003, uint8)
+    for fine in (0.5, 0.9102, 0.992, 0.0079):  # two or more steps on either side
+        assert threshold_grid_warning(fine, uint8) is None, fine
+    assert threshold_grid_warning(0.9999, {"dtype": np.float32, "quantization": (0.0, 0)}) is None
+
+
+def test_convert_warns_of_a_threshold_at_the_end_of_the_grid(tiny_run, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "config.json").write_text(json.dumps({"threshold": 0.9941}))  # a --threshold, kept as it is
+    out = tmp_path / "b"
+    args = ["--model", str(run), "--out", str(out), "--latency-runs", "0", "--no-float32"]
+    assert main(["convert", *args]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("sits at the end of the int8 output grid" in w for w in warnings), warnings
+    assert load_bundle(out).threshold == 0.9941
+
+
+def test_an_accuracy_change_reads_as_a_drop_or_a_gain(tiny_bundle):
+    from maskgate.convert.report import change
+
+    assert change(2.27) == "drop 2.27 pp" and change(-2.27) == "gain 2.27 pp"
+    assert change(-0.0001) == "drop 0.00 pp" and change(-0.01234, unit="", digits=4) == "gain 0.0123"
+    report = (tiny_bundle / "report.md").read_text()
+    assert "Accuracy drop " in report or "Accuracy gain " in report
+    assert " -" not in report.split("Accuracy ", 1)[1].split(";")[0]
+
+
+def test_calibration_reports_progress_when_stderr_is_not_a_terminal(tiny_run, tmp_path):
+    """Through a pipe, as under systemd or CI: progress lines, though the converter's own stderr is muted."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "b"
+    script = (
+        "import sys; import maskgate.edge.core.progress as p; p.EVERY_S = 0.0\n"  # a line per sample
+        "from maskgate.edge.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    args = ["convert", "--model", str(tiny_run), "--out", str(out), "--samples", "8", "--latency-runs", "0"]
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=REPO,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "calibrating: 1/8 samples" in r.stderr and "calibrating: 8/8 samples" in r.stderr, r.stderr
+    assert "\r" not in r.stderr  # no bar redrawn into a log
