@@ -9,7 +9,8 @@ from gpiozero.pins.mock import MockFactory
 
 from maskgate.edge.core.errors import ConfigError
 from maskgate.edge.gate.config import OutputsConfig
-from maskgate.edge.gate.outputs import OFF, Output, Outputs, Relay, Signals
+from maskgate.edge.gate.outputs import OFF, Outputs, Signals
+from maskgate.edge.gate.pins import Output, Relay
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ An unmasked face turns the red LED on for as long as it is there plus
 ``alarm_s``, and sounds the buzzer for ``buzzer_s``. The machine is fed
 timestamps, never reads a clock, so it is tested exactly without sleeping;
 the relay level it returns is on only inside a pulse, and the output layer
-bounds the pulse again in hardware time (see ``outputs.Relay``).
+bounds the pulse again on its own clock (see ``guard``).
 """
 
 from __future__ import annotations

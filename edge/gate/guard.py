@@ -58,7 +58,7 @@ class GuardLostError(MaskgateError, OSError):
 class GuardedRelay:
     """The relay as the gate process sees it: orders to the guard process, which owns the pins.
 
-    Looks like ``outputs.Relay`` to ``Outputs``: ``pulse()``, ``off()``, ``close()``; the green LED
+    Looks like ``pins.Relay`` to ``Outputs``: ``pulse()``, ``off()``, ``close()``; the green LED
     follows the relay inside the guard (green means "a pulse is running").
     """
 
@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m maskgate.edge.gate.guard SETTINGS_JSON``; started by ``GuardedRelay`` only."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     settings: dict[str, Any] = json.loads((sys.argv[1:] if argv is None else argv)[0])
-    from .outputs import Output, pin_factory
+    from .pins import Output, pin_factory
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the gate's to handle; its pipe tells us
     try:
