@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ..core import sysinfo, timing
 from ..core.bundle import default_bundle_path, load_bundle
@@ -36,6 +35,7 @@ from ..core.errors import ConfigError, DataError
 from ..core.geometry import crop, expand_box
 from ..core.litert import runtime_name
 from ..core.preprocess import prepare_face
+from ..core.progress import Progress, track
 from ..core.timing import summarize
 from ..core.voc import annotation_files, parse_voc
 from ..detectors.base import FaceDetector
@@ -125,7 +125,7 @@ def read_frames(cfg: BenchConfig) -> tuple[list[np.ndarray], list[str | None], S
     """The frames to measure on, their file names (images), and what reading and decoding each cost."""
     source = open_source(SourceConfig(uri=cfg.source, pace=False, loop=True))
     frames, names, capture = [], [], Series()
-    with source, tqdm(total=cfg.frames, desc="read frames", unit="frame", leave=False, disable=None) as bar:
+    with source, Progress("read frames", cfg.frames, unit="frames") as bar:
         while len(frames) < cfg.frames:
             with Clock() as c:
                 frame = source.read()
@@ -143,8 +143,8 @@ def read_frames(cfg: BenchConfig) -> tuple[list[np.ndarray], list[str | None], S
 
 def measure(fn: Callable[[Any], Any], items: Sequence[Any], cfg: BenchConfig, desc: str) -> Series:
     """``timing.measure`` with the run's warm-up, duration and a progress bar."""
-    bar = tqdm(items, desc=desc, unit="item", leave=False, disable=None)
-    wall, cpu = timing.measure(fn, bar, warmup=cfg.warmup, duration=cfg.duration)
+    with Progress(desc, len(items), unit="items") as bar:
+        wall, cpu = timing.measure(fn, items, warmup=cfg.warmup, duration=cfg.duration, done=bar.update)
     return Series(ms=wall, cpu_ms=cpu)
 
 
@@ -264,9 +264,7 @@ def pipeline(
     for image in frames[: cfg.warmup]:
         variant.analyzer.analyze(image)
     deadline = time.monotonic() + cfg.duration if cfg.duration else None
-    for i, image in enumerate(
-        tqdm(frames, desc=f"pipeline {variant.name}", unit="frame", leave=False, disable=None)
-    ):
+    for i, image in enumerate(track(frames, f"pipeline {variant.name}", unit="frames")):
         with Clock() as total:
             analysis = variant.analyzer.analyze(image)
             with Clock() as decide:
@@ -331,7 +329,7 @@ def detector_profile(
             for image in frames[: cfg.warmup]:
                 analyzer.detector.detect(image)
             deadline = time.monotonic() + cfg.duration if cfg.duration else None
-            for image in tqdm(frames, desc=key, unit="frame", leave=False, disable=None):
+            for image in track(frames, f"detector {key}", unit="frames"):
                 analysis = analyzer.analyze(image)
                 series.ms.append(analysis.timings.detect)
                 faces.append(analysis.faces)
