@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED)/models),)
 export MASKGATE_MIRROR ?= $(abspath $(SHARED)/models)
 endif
 
-.PHONY: setup demo demo-train test lint benchmark-train benchmark-scenes clean
+.PHONY: setup demo demo-train test lint benchmark-train benchmark-scenes benchmark-faults clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ benchmark-scenes: setup
 	$(BIN)/maskgate detect --source $(SHARED)/data/scenes/images --jsonl runs/scenes.jsonl $(DETECT_ARGS)
 	$(BIN)/maskgate score --jsonl runs/scenes.jsonl --voc $(SHARED)/data/scenes --json runs/scenes-score.json \
 		$(SCORE_ARGS)
+
+# The fault benchmark of docs/runtime.md: hostile images, bundles and configurations through the real
+# commands (processed / skipped / refused / crashed), the relay's on-time with the gate frozen, GIL-bound
+# or killed mid-pulse, and the memory of a 10,000-frame soak.
+benchmark-faults: setup
+	mkdir -p runs
+	$(BIN)/python tests/bench_faults.py --json runs/faults.json
 
 # Keeps runs/: it holds training results.
 clean:
