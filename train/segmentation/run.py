@@ -33,9 +33,9 @@ from maskgate.edge.core.sysinfo import resolve_threads
 from maskgate.edge.core.voc import annotation_files, parse_voc
 from maskgate.edge.detectors.unet import boxes_to_mask
 
-from .config import IMAGENET_WEIGHTS
-from .segment_config import SegmentTrainConfig
-from .segment_metrics import THRESHOLD, segmentation_metrics
+from ..config import IMAGENET_WEIGHTS
+from .config import SegmentTrainConfig
+from .metrics import THRESHOLD, segmentation_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -226,13 +226,13 @@ def train_unet(cfg: SegmentTrainConfig, *, progress: bool = True) -> Path:
 
     import keras
 
-    from . import segment
-    from .pipeline import choose_strategy
+    from ..pipeline import choose_strategy
+    from . import model as unet
 
     keras.utils.set_random_seed(cfg.seed)
     strategy = choose_strategy()
     with strategy.scope():
-        model = segment.build_unet(
+        model = unet.build_unet(
             input_size=cfg.input_size, weights=weights, decoder_filters=cfg.decoder_filters
         )
     train_ds = _dataset(images[idx["train"]], masks[idx["train"]], cfg, training=True)
@@ -244,7 +244,7 @@ def train_unet(cfg: SegmentTrainConfig, *, progress: bool = True) -> Path:
         with strategy.scope():
             model.compile(
                 optimizer=keras.optimizers.Adam(lr),
-                loss=segment.BceDiceLoss(cfg.dice_weight),
+                loss=unet.BceDiceLoss(cfg.dice_weight),
                 metrics=[keras.metrics.BinaryIoU(target_class_ids=[1], threshold=THRESHOLD, name="iou")],
             )
         h = model.fit(
@@ -267,7 +267,7 @@ def train_unet(cfg: SegmentTrainConfig, *, progress: bool = True) -> Path:
             fit("decoder", cfg.epochs, cfg.learning_rate)
         if cfg.fine_tune_epochs:
             best.restore(model)  # phase 2 starts from the best of phase 1, not its last epoch
-            n = segment.unfreeze_encoder(model)
+            n = unet.unfreeze_encoder(model)
             logger.info("phase 2: encoder trainable too (%d layers), lr %g", n, cfg.fine_tune_learning_rate)
             fit("fine-tune", cfg.fine_tune_epochs, cfg.fine_tune_learning_rate)
     except KeyboardInterrupt:
@@ -318,7 +318,7 @@ def train_unet(cfg: SegmentTrainConfig, *, progress: bool = True) -> Path:
 def _dataset(images: np.ndarray, masks: np.ndarray, cfg: SegmentTrainConfig, *, training: bool):
     import tensorflow as tf
 
-    from .segment import augment
+    from .model import augment
 
     def to_float(x, m):
         return tf.cast(x, tf.float32), tf.cast(m, tf.float32)[..., None]
@@ -481,7 +481,8 @@ def _report(cfg, config, metrics, history, assignment, scenes, skipped, pictures
         row("validation", metrics["val"]),
         row("**test**", metrics["test"]),
         "",
-        "Pixel F1 equals Dice; both masks empty count as perfect agreement (see `train/segment_metrics.py`).",
+        "Pixel F1 equals Dice; both masks empty count as perfect agreement "
+        "(see `train/segmentation/metrics.py`).",
         "",
     ]
     if pictures:
