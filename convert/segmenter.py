@@ -27,10 +27,11 @@ from maskgate.edge.core.errors import ModelFileError, OutputExistsError
 from maskgate.edge.core.litert import load_interpreter, runtime_name
 from maskgate.edge.core.metadata import FORMAT, VERSION
 from maskgate.edge.core.preprocess import describe_scene as describe_preprocessing
+from maskgate.edge.core.splits import MANIFEST
 from maskgate.edge.core.sysinfo import resolve_threads
 from maskgate.edge.detectors.unet import KIND, UnetDetector
 from maskgate.train.segmentation.metrics import THRESHOLD, segmentation_metrics
-from maskgate.train.segmentation.run import MANIFEST, load_scenes, read_split_scenes
+from maskgate.train.segmentation.scenes import load_scenes, read_split_scenes
 
 from .config import SegmenterConvertConfig
 from .detector import latency

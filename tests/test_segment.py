@@ -51,7 +51,7 @@ def test_pooled_and_per_image_means_differ_as_documented():
 
 
 def test_scenes_become_masks_and_a_faceless_scene_an_empty_one(tmp_path):
-    from maskgate.train.segmentation.run import list_scenes, load_scenes, read_split_scenes, write_manifest
+    from maskgate.train.segmentation.scenes import list_scenes, load_scenes, read_split_scenes, write_manifest
 
     voc = make_voc(tmp_path / "voc", scenes=3)
     (voc / "annotations" / "scene1.xml").write_text(
@@ -81,7 +81,7 @@ def test_scenes_become_masks_and_a_faceless_scene_an_empty_one(tmp_path):
 
 
 def test_the_split_is_by_scene_seeded_and_never_leaves_a_split_empty():
-    from maskgate.train.segmentation.run import split_scenes
+    from maskgate.train.segmentation.scenes import split_scenes
 
     a = split_scenes(100, val_fraction=0.15, test_fraction=0.15, seed=3)
     assert a == split_scenes(100, val_fraction=0.15, test_fraction=0.15, seed=3)

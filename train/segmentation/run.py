@@ -1,13 +1,10 @@
 """``maskgate train-unet``: VOC scenes and their face boxes become a U-Net face segmenter run.
 
-Every scene is read once, stretched to the model's input by the device's own
-``edge.unet.prepare_scene`` and given a mask drawn from its VOC boxes (all
-three classes are faces) by ``edge.unet.boxes_to_mask``, the same geometry
-the device inverts. Scenes, not faces, are split (seeded): every face of a
-scene is on one side. Training runs in up to two phases (decoder on a frozen
-encoder, then optionally the whole network at a lower rate), each stopping
-early on validation loss; the best weights of either phase are kept. The run
-directory appears only when complete, as classifier runs do.
+Scenes, their masks and their split come from ``scenes``. Training runs in up
+to two phases (decoder on a frozen encoder, then optionally the whole network
+at a lower rate), each stopping early on validation loss; the best weights of
+either phase are kept. The run directory appears only when complete, as
+classifier runs do.
 """
 
 from __future__ import annotations
@@ -17,173 +14,21 @@ import logging
 import shlex
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from maskgate.edge.core import atomic, fetch, sysinfo
-from maskgate.edge.core.errors import ConfigError, DataError, MaskgateError, OutputExistsError
-from maskgate.edge.core.imageio import read_image
+from maskgate.edge.core import atomic, fetch, splits, sysinfo
+from maskgate.edge.core.errors import ConfigError, OutputExistsError
 from maskgate.edge.core.preprocess import describe_scene as describe_preprocessing
-from maskgate.edge.core.preprocess import prepare_scene
-from maskgate.edge.core.sysinfo import resolve_threads
-from maskgate.edge.core.voc import annotation_files, parse_voc
-from maskgate.edge.detectors.unet import boxes_to_mask
 
 from ..config import IMAGENET_WEIGHTS
 from .config import SegmentTrainConfig
 from .metrics import THRESHOLD, segmentation_metrics
+from .scenes import SPLITS, Scene, list_scenes, load_scenes, split_scenes, write_manifest
 
 logger = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
-MANIFEST = "split.json"
-
-
-@dataclass
-class Scene:
-    path: Path  # the image
-    boxes: list[tuple[str, tuple[int, int, int, int]]]  # (VOC class, box in frame pixels)
-    width: int = 0
-    height: int = 0
-
-
-def list_scenes(voc: Path) -> tuple[list[Scene], list[tuple[str, str]]]:
-    """The annotated scenes of a VOC folder, with their images found; unusable ones skipped with a reason."""
-    voc = Path(voc)
-    if not voc.is_dir():
-        raise DataError(f"--voc {voc} is not a directory")
-    images = voc / "images"
-    if not images.is_dir():
-        raise DataError(f"VOC directory {voc} must contain images/ ({images} is missing)")
-    scenes, skipped = [], []
-    for xml in annotation_files(voc):
-        try:
-            filename, objects = parse_voc(xml)
-        except DataError as e:
-            skipped.append((xml.name, str(e)))
-            continue
-        path = images / filename
-        if not path.is_file():
-            skipped.append((xml.name, f"its image {filename} is not in images/"))
-            continue
-        scenes.append(Scene(path, objects))
-    if not scenes:
-        raise DataError(f"VOC directory {voc}: no annotated scene with its image")
-    return scenes, skipped
-
-
-def load_scenes(
-    scenes: list[Scene], size: int, *, workers: int = 0
-) -> tuple[list[Scene], np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    """Decode and prepare every scene once (threads: OpenCV releases the GIL); unreadable ones skipped."""
-
-    def load(scene: Scene):
-        try:
-            image = read_image(scene.path)
-        except MaskgateError as e:
-            return scene, None, str(e)
-        scene.height, scene.width = image.shape[:2]
-        mask = boxes_to_mask([b for _, b in scene.boxes], scene.width, scene.height, size)
-        return scene, (prepare_scene(image, size), mask), None
-
-    with ThreadPoolExecutor(resolve_threads(workers)) as pool:
-        results = list(pool.map(load, scenes))
-    kept = [(s, r) for s, r, _ in results if r is not None]
-    skipped = [(s.path.name, err) for s, r, err in results if r is None]
-    if not kept:
-        raise DataError(f"none of {len(scenes)} scene image(s) could be read (e.g. {skipped[0][1]})")
-    return (
-        [s for s, _ in kept],
-        np.stack([r[0] for _, r in kept]),
-        np.stack([r[1] for _, r in kept]),
-        skipped,
-    )
-
-
-def split_scenes(n: int, *, val_fraction: float, test_fraction: float, seed: int) -> list[str]:
-    """Split name per scene: a seeded permutation dealt to test, val, then train; each gets one at least."""
-    if n < 3:
-        raise DataError(f"{n} scene(s); a train/val/test split needs at least 3")
-    n_test = min(n - 2, max(1, round(n * test_fraction)))
-    n_val = min(n - 1 - n_test, max(1, round(n * val_fraction)))
-    assignment = ["train"] * n
-    order = np.random.default_rng(seed).permutation(n)
-    for k, i in enumerate(order):
-        if k < n_test:
-            assignment[i] = "test"
-        elif k < n_test + n_val:
-            assignment[i] = "val"
-    return assignment
-
-
-def write_manifest(path: Path, scenes: list[Scene], assignment: list[str], *, voc: Path, seed: int) -> None:
-    """The split in the format of classifier runs (``edge.splits.read_manifest``): one row per face.
-
-    Rows carry every box of a scene, so conversion rebuilds test masks from the
-    manifest, and ``maskgate score --exclude-seen RUN`` leaves out the scenes
-    this run trained or validated on. A scene without faces gets one row with no box.
-    """
-    rows = []
-    for group, (scene, split) in enumerate(zip(scenes, assignment, strict=True)):
-        rel = scene.path.relative_to(voc).as_posix()
-        size = [scene.width, scene.height]
-        for label, box in scene.boxes or [("none", None)]:
-            rows.append(
-                {
-                    "path": rel,
-                    "root": "voc",
-                    "box": list(box) if box else None,
-                    "label": label,
-                    "split": split,
-                    "group": group,
-                    "size": size,
-                }
-            )
-    counts = {
-        s: {
-            "scenes": assignment.count(s),
-            "faces": sum(len(sc.boxes) for sc, a in zip(scenes, assignment, strict=True) if a == s),
-        }
-        for s in SPLITS
-    }
-    doc = {
-        "version": 1,
-        "kind": "scenes",
-        "seed": seed,
-        "roots": {"voc": str(Path(voc).resolve())},
-        "counts": counts,
-        "samples": rows,
-    }
-    atomic.write_text(path, json.dumps(doc, indent=1) + "\n")
-
-
-def read_split_scenes(path: Path, split: str, voc: Path | None = None) -> list[Scene]:
-    """The scenes of one split of a segmenter run's manifest, boxes included (``voc`` overrides its root)."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        root = Path(voc) if voc is not None else Path(doc["roots"]["voc"])
-        by_path: dict[str, Scene] = {}
-        for r in doc["samples"]:
-            if r["split"] != split:
-                continue
-            scene = by_path.setdefault(r["path"], Scene(root / r["path"], []))
-            if r["box"]:
-                scene.boxes.append((r["label"], tuple(int(v) for v in r["box"])))
-    except FileNotFoundError as e:
-        raise DataError(f"split manifest {path} not found; is this a train-unet run?") from e
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"split manifest {path} is unreadable: {e!r}") from e
-    if not root.is_dir():
-        raise DataError(
-            f"VOC folder {root} not found (the scenes of {path}); give --voc DIR where they are now"
-        )
-    if not by_path:
-        raise DataError(f"split manifest {path} has no {split} scenes")
-    return list(by_path.values())
 
 
 def resolve_weights(cfg: SegmentTrainConfig) -> Path | None:
@@ -430,7 +275,7 @@ def _write_outputs(
     )
     dump("environment.json", {"libraries": sysinfo.library_versions(), "machine": sysinfo.machine()})
     atomic.write_text(run / "labels.txt", "face\n")
-    write_manifest(run / MANIFEST, scenes, assignment, voc=cfg.voc, seed=cfg.seed)
+    write_manifest(run / splits.MANIFEST, scenes, assignment, voc=cfg.voc, seed=cfg.seed)
     if history:
         keys = list(history[0])
         lines = [",".join(keys)] + [",".join(str(h.get(k, "")) for k in keys) for h in history]
