@@ -108,6 +108,19 @@ def test_user_mistakes_are_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_missing_encoder_weights_say_how_to_provide_them(tmp_path):
+    """The classifier's offline hints, from the one weights step: the mirror variable and --weights PATH."""
+    voc = make_voc(tmp_path / "voc", scenes=3)
+    empty = tmp_path / "mirror"
+    empty.mkdir()
+    r = maskgate(
+        "train-unet", "--voc", str(voc), "--out", str(tmp_path / "run"),
+        env_extra={"MASKGATE_MIRROR": str(empty), "MASKGATE_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert_one_line_error(r, "mobilenet_v2_weights_tf_dim_ordering", "MASKGATE_MIRROR", "--weights PATH")
+    assert not (tmp_path / "run").exists()
+
+
 def test_unet_builds_at_a_small_size_and_trains_a_step():
     import keras
 

@@ -19,11 +19,13 @@ import numpy as np
 from maskgate.edge.core import atomic
 from maskgate.edge.core import bundle as bundle_lib
 from maskgate.edge.core.errors import DataError, ModelFileError
+from maskgate.edge.core.splits import MANIFEST
 from maskgate.edge.core.sysinfo import resolve_threads
 from maskgate.edge.gate.classifier import TFLiteClassifier, classifier_from_bundle
 
 from .config import EvaluateConfig
 from .dataset import Sample, load_example, scan_folder
+from .rundir import MODEL
 from .split import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ def resolve_model(path: Path) -> tuple[Path, list[str]]:
     """The .keras file and class names of a run directory or model file."""
     path = Path(path)
     if path.is_dir():
-        path = path / "model.keras"
+        path = path / MODEL
     if not path.is_file():
         raise ModelFileError(f"model {path} not found (give a run directory or a .keras file)")
     if path.suffix != ".keras":
@@ -118,7 +120,7 @@ def _run_threshold(run_dir: Path) -> float | None:
 
 def run_split_samples(run_dir: Path, split: str) -> list[Sample]:
     """The samples of one split of a training run, rebuilt from its split.json."""
-    manifest = run_dir / "split.json"
+    manifest = run_dir / MANIFEST
     if not manifest.is_file():
         raise DataError(f"--split {split}: {manifest} not found; use --data with a model outside its run")
     rows = read_manifest(manifest, split)
