@@ -336,7 +336,9 @@ def write_outputs(
     write_manifest(run / MANIFEST, data.samples, data.split, roots=data.roots, seed=cfg.seed)
     if history:
         report.plot_history(history, run / "curves.png")
-    report.plot_confusion(metrics["confusion"], data.classes, run / "confusion.png")
+    # The matrix counts the arg-max class; FAR and FRR, the threshold (when there is a masked class).
+    threshold = metrics["threshold"] if MASKED in data.classes else None
+    report.plot_confusion(metrics["confusion"], data.classes, run / "confusion.png", threshold=threshold)
     rundir.write_run_files(
         run,
         labels=data.classes,
