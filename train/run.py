@@ -323,8 +323,7 @@ def write_outputs(
     dataset_hash = content_hash(data.samples, data.roots)
     scan, history = data.scan, fitted.history
     rundir.write_json(
-        run,
-        "dataset.json",
+        run / "dataset.json",
         {
             "content_hash": dataset_hash,
             "counts": data.counts,

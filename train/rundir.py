@@ -22,6 +22,7 @@ from maskgate.edge.core import atomic, fetch, sysinfo
 from maskgate.edge.core.errors import OutputExistsError
 from maskgate.edge.core.settings import Section
 
+LABELS = "labels.txt"  # class names in output order, one a line
 CHECKPOINT = "checkpoint.keras"  # the classifier's best model while it trains; gone from a finished run
 MODEL = "model.keras"
 REPORT = "report.md"
@@ -63,8 +64,9 @@ def run_config(
     )
 
 
-def write_json(run: Path, name: str, obj: Any) -> None:
-    atomic.write_text(run / name, json.dumps(obj, indent=2, default=str) + "\n")
+def write_json(path: Path, obj: Any) -> None:
+    """JSON as every output of the stage is written: indented for a reader, atomically, paths as text."""
+    atomic.write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def write_history(run: Path, history: Sequence[Mapping[str, Any]]) -> None:
@@ -86,11 +88,11 @@ def write_run_files(
     report: str,
 ) -> None:
     """The files every run directory has, whatever was trained."""
-    atomic.write_text(run / "labels.txt", "\n".join(labels) + "\n")
-    write_json(run, "metrics.json", metrics)
-    write_json(run, "config.json", config)
+    atomic.write_text(run / LABELS, "\n".join(labels) + "\n")
+    write_json(run / "metrics.json", metrics)
+    write_json(run / "config.json", config)
     write_json(
-        run, "environment.json", {"libraries": sysinfo.library_versions(), "machine": sysinfo.machine()}
+        run / "environment.json", {"libraries": sysinfo.library_versions(), "machine": sysinfo.machine()}
     )
     write_history(run, history)
     atomic.write_text(run / REPORT, report)
