@@ -23,10 +23,11 @@ from maskgate.edge.core.errors import ModelFileError
 from maskgate.edge.core.litert import load_interpreter
 from maskgate.edge.core.metadata import Metrics, SegmenterInput, SegmenterMetadata, SegmenterOutput
 from maskgate.edge.core.preprocess import describe_scene as describe_preprocessing
+from maskgate.edge.core.splits import MANIFEST
 from maskgate.edge.core.sysinfo import resolve_threads
 from maskgate.edge.detectors.unet import KIND, UnetDetector
-from maskgate.train.segment_metrics import THRESHOLD, segmentation_metrics
-from maskgate.train.segment_run import MANIFEST, load_scenes, read_split_scenes
+from maskgate.train.segmentation.metrics import THRESHOLD, segmentation_metrics
+from maskgate.train.segmentation.scenes import load_scenes, read_split_scenes
 
 from . import report
 from .common import (
@@ -94,7 +95,7 @@ def convert_segmenter(cfg: SegmenterConvertConfig) -> Path:
 
     import keras
 
-    from maskgate.train import segment  # noqa: F401 - registers the run's loss class for loading
+    from maskgate.train.segmentation import model as unet  # noqa: F401 - registers the run's loss for loading
 
     try:
         model = keras.models.load_model(model_path, compile=False)

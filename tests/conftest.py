@@ -144,8 +144,8 @@ def voc_dir(tmp_path) -> Path:
 def unet_run(tmp_path_factory):
     """A complete tiny train-unet run (6 generated scenes at 64 px, untrained encoder, one epoch per
     phase), shared by the segmentation and conversion tests."""
-    from maskgate.train.segment_config import SegmentTrainConfig
-    from maskgate.train.segment_run import train_unet
+    from maskgate.train.segmentation.config import SegmentTrainConfig
+    from maskgate.train.segmentation.run import train_unet
 
     tmp = tmp_path_factory.mktemp("unet")
     voc = make_voc(tmp / "voc", scenes=6)

@@ -100,8 +100,8 @@ def test_resnet50_imagenet_weights_come_through_the_fetch_step_verified_by_md5(t
 
     from maskgate.edge.core import fetch
     from maskgate.train.config import RESNET50_WEIGHTS, TrainConfig
+    from maskgate.train.fitting import resolve_weights
     from maskgate.train.model import backbone_of, build_classifier
-    from maskgate.train.run import resolve_weights
 
     mirror = tmp_path / "mirror"
     mirror.mkdir()

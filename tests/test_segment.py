@@ -9,7 +9,7 @@ import pytest
 
 from conftest import assert_one_line_error, make_voc, maskgate
 from maskgate.edge.core.errors import DataError
-from maskgate.train.segment_metrics import segmentation_metrics
+from maskgate.train.segmentation.metrics import segmentation_metrics
 
 
 def test_metrics_on_hand_made_masks():
@@ -51,7 +51,7 @@ def test_pooled_and_per_image_means_differ_as_documented():
 
 
 def test_scenes_become_masks_and_a_faceless_scene_an_empty_one(tmp_path):
-    from maskgate.train.segment_run import list_scenes, load_scenes, read_split_scenes, write_manifest
+    from maskgate.train.segmentation.scenes import list_scenes, load_scenes, read_split_scenes, write_manifest
 
     voc = make_voc(tmp_path / "voc", scenes=3)
     (voc / "annotations" / "scene1.xml").write_text(
@@ -81,7 +81,7 @@ def test_scenes_become_masks_and_a_faceless_scene_an_empty_one(tmp_path):
 
 
 def test_the_split_is_by_scene_seeded_and_never_leaves_a_split_empty():
-    from maskgate.train.segment_run import split_scenes
+    from maskgate.train.segmentation.scenes import split_scenes
 
     a = split_scenes(100, val_fraction=0.15, test_fraction=0.15, seed=3)
     assert a == split_scenes(100, val_fraction=0.15, test_fraction=0.15, seed=3)
@@ -108,10 +108,23 @@ def test_user_mistakes_are_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_missing_encoder_weights_say_how_to_provide_them(tmp_path):
+    """The classifier's offline hints, from the one weights step: the mirror variable and --weights PATH."""
+    voc = make_voc(tmp_path / "voc", scenes=3)
+    empty = tmp_path / "mirror"
+    empty.mkdir()
+    r = maskgate(
+        "train-unet", "--voc", str(voc), "--out", str(tmp_path / "run"),
+        env_extra={"MASKGATE_MIRROR": str(empty), "MASKGATE_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert_one_line_error(r, "mobilenet_v2_weights_tf_dim_ordering", "MASKGATE_MIRROR", "--weights PATH")
+    assert not (tmp_path / "run").exists()
+
+
 def test_unet_builds_at_a_small_size_and_trains_a_step():
     import keras
 
-    from maskgate.train.segment import BceDiceLoss, build_unet, unfreeze_encoder
+    from maskgate.train.segmentation.model import BceDiceLoss, build_unet, unfreeze_encoder
 
     model = build_unet(input_size=64, weights=None, decoder_filters=8)
     assert model.output_shape == (None, 64, 64, 1)
@@ -133,7 +146,7 @@ def test_unet_builds_at_a_small_size_and_trains_a_step():
 def test_loss_is_cross_entropy_plus_dice():
     import tensorflow as tf
 
-    from maskgate.train.segment import BceDiceLoss
+    from maskgate.train.segmentation.model import BceDiceLoss
 
     y = tf.constant(np.ones((1, 2, 2, 1), np.float32))
     p = tf.constant(np.full((1, 2, 2, 1), 0.5, np.float32))
@@ -160,7 +173,7 @@ def test_a_tiny_run_writes_a_complete_run_directory(unet_run):
 def test_augmentation_moves_image_and_mask_together():
     import tensorflow as tf
 
-    from maskgate.train.segment import augment
+    from maskgate.train.segmentation.model import augment
 
     mask = np.zeros((64, 64, 1), np.float32)
     mask[8:30, 4:20] = 1  # off-centre, so a flip or zoom that missed the mask would show

@@ -240,7 +240,7 @@ def test_failure_while_writing_leaves_no_run_directory(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(run, "_write_outputs", boom)
+    monkeypatch.setattr(run, "write_outputs", boom)
     with pytest.raises(OSError, match="disk full"):
         run.train(_tiny_config(tmp_path, epochs=1, fine_tune_epochs=0), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faces"]
@@ -256,8 +256,8 @@ def test_weights_that_do_not_fit_are_one_clear_error(shared_models):
 def test_imagenet_weights_load_through_the_fetch_step(shared_models, monkeypatch):
     """The default path: fetch from the mirror, verify, build with ImageNet weights."""
     from maskgate.train.config import TrainConfig
+    from maskgate.train.fitting import resolve_weights
     from maskgate.train.model import backbone_of, build_classifier
-    from maskgate.train.run import resolve_weights
 
     monkeypatch.setenv("MASKGATE_MIRROR", str(shared_models))
     path = resolve_weights(TrainConfig(data=".", out="o"))
@@ -377,11 +377,11 @@ def test_fine_tuning_leaves_batchnorm_statistics_alone():
 def test_best_checkpoint_keeps_the_best_epoch_across_phases(tmp_path):
     import keras
 
-    from maskgate.train.run import _BestCheckpoint
+    from maskgate.train.callbacks import KeepBest
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     path = tmp_path / "checkpoint.keras"
-    cb = _BestCheckpoint(keras, path)
+    cb = KeepBest(path)
     cb.set_model(model)
     saved = []
     for epoch, loss in enumerate([0.5, 0.7, 0.3, 0.4]):

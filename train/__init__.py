@@ -1,8 +1,10 @@
-"""Training stage: fine-tune an ImageNet MobileNetV2 on face crops.
+"""Training stage: fine-tune an ImageNet MobileNetV2 on face crops, or a U-Net on scenes.
 
-Modules that need TensorFlow import it inside functions or are imported only
-by the training command, so that listing options or scanning a dataset stays
-fast and works without it.
+The classifier's modules are here (``run`` is ``maskgate train``); the U-Net's
+are in ``segmentation``. Both fit through ``fitting`` and write their run
+directories through ``rundir``. Modules that need TensorFlow import it inside
+functions or are imported only by the training commands, so that listing
+options or scanning a dataset stays fast and works without it.
 """
 
 import os

@@ -8,7 +8,7 @@ import sys
 from maskgate.edge.cli.options import add_config_command
 
 from .config import EvaluateConfig, ExplainConfig, TrainConfig
-from .segment_config import SegmentTrainConfig
+from .segmentation.config import SegmentTrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +47,7 @@ def _train(cfg: TrainConfig, args: argparse.Namespace) -> int:
 
 
 def _train_unet(cfg: SegmentTrainConfig, args: argparse.Namespace) -> int:
-    from .segment_run import train_unet
+    from .segmentation.run import train_unet
 
     train_unet(cfg, progress=args.quiet == 0)
     return 0

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from maskgate.edge.core.errors import ConfigError
 from maskgate.edge.core.settings import Section
 
 # The manifest entries of the ImageNet backbone weights (no top; MobileNetV2 at alpha 1.0).
@@ -113,6 +114,20 @@ class TrainConfig(Section):
         if self.backbone != "mobilenet_v2" and self.alpha != 1.0:
             raise ValueError(f"--alpha is MobileNetV2's width multiplier; {self.backbone} has none")
         return self
+
+    def imagenet_entry(self) -> str:
+        """The model-manifest entry of the backbone's ImageNet weights, for ``--weights imagenet``.
+
+        The manifest holds MobileNetV2's at alpha 1.0 only; other widths are
+        refused when they are asked for, not at parse time, so ``--weights
+        PATH`` and ``--weights none`` still train them.
+        """
+        if self.alpha != 1.0:
+            raise ConfigError(
+                f"--alpha {self.alpha}: only alpha 1.0 ImageNet weights are in the model manifest; "
+                "pass --weights PATH or --weights none"
+            )
+        return BACKBONE_WEIGHTS[self.backbone]
 
 
 class EvaluateConfig(Section):

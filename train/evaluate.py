@@ -18,12 +18,14 @@ import numpy as np
 
 from maskgate.edge.core import atomic
 from maskgate.edge.core import bundle as bundle_lib
-from maskgate.edge.core.errors import DataError, ModelFileError
+from maskgate.edge.core.errors import DataError, ModelFileError, first_line
+from maskgate.edge.core.splits import MANIFEST
 from maskgate.edge.core.sysinfo import resolve_threads
 from maskgate.edge.gate.classifier import TFLiteClassifier, classifier_from_bundle
 
 from .config import EvaluateConfig
 from .dataset import Sample, load_example, scan_folder
+from .rundir import LABELS, MODEL, write_json
 from .split import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ def resolve_model(path: Path) -> tuple[Path, list[str]]:
     """The .keras file and class names of a run directory or model file."""
     path = Path(path)
     if path.is_dir():
-        path = path / "model.keras"
+        path = path / MODEL
     if not path.is_file():
         raise ModelFileError(f"model {path} not found (give a run directory or a .keras file)")
     if path.suffix != ".keras":
@@ -54,7 +56,7 @@ def resolve_model(path: Path) -> tuple[Path, list[str]]:
 
 
 def _labels_beside(path: Path) -> list[str]:
-    labels = path.parent / "labels.txt"
+    labels = path.parent / LABELS
     if not labels.is_file():
         raise ModelFileError(f"model {path}: no labels.txt beside it to name its classes")
     return [line.strip() for line in labels.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -106,7 +108,7 @@ def load_keras_model(path: Path):
     try:
         return keras.models.load_model(path)
     except Exception as e:  # keras raises many types for a damaged archive
-        raise ModelFileError(f"model {path} cannot be loaded: {str(e).splitlines()[0][:200]}") from e
+        raise ModelFileError(f"model {path} cannot be loaded: {first_line(e, 200)}") from e
 
 
 def _run_threshold(run_dir: Path) -> float | None:
@@ -118,7 +120,7 @@ def _run_threshold(run_dir: Path) -> float | None:
 
 def run_split_samples(run_dir: Path, split: str) -> list[Sample]:
     """The samples of one split of a training run, rebuilt from its split.json."""
-    manifest = run_dir / "split.json"
+    manifest = run_dir / MANIFEST
     if not manifest.is_file():
         raise DataError(f"--split {split}: {manifest} not found; use --data with a model outside its run")
     rows = read_manifest(manifest, split)
@@ -155,5 +157,5 @@ def evaluate(cfg: EvaluateConfig, *, progress: bool = True) -> dict[str, Any]:
     metrics["source"] = f"split {cfg.split} of {scorer.run_dir}" if cfg.split else str(cfg.data)
     metrics["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
     metrics["model"] = {"path": str(scorer.path), "kind": scorer.kind}
-    atomic.write_text(cfg.json_out, json.dumps(metrics, indent=2) + "\n")
+    write_json(cfg.json_out, metrics)
     return metrics

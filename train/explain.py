@@ -22,7 +22,6 @@ the decision the device would make.
 from __future__ import annotations
 
 import glob
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from maskgate.edge.core.imageio import IMAGE_SUFFIXES, read_image
 from maskgate.edge.core.preprocess import prepare_face
 
 from .config import ExplainConfig
+from .rundir import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -269,5 +269,5 @@ def explain(cfg: ExplainConfig, *, progress: bool = True) -> dict[str, Any]:
             "images": rows,
             "skipped": skipped,
         }
-        atomic.write_text(staging / INDEX, json.dumps(index, indent=2) + "\n")
+        write_json(staging / INDEX, index)
     return index

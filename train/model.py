@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from maskgate.edge.core.errors import ModelFileError
+from maskgate.edge.core.errors import ModelFileError, first_line
 
 from . import backbones
 from .config import IMAGENET_WEIGHTS  # noqa: F401 - re-exported: the weights this model is built for
@@ -46,7 +46,7 @@ def build_classifier(
         try:
             base.load_weights(str(weights))
         except (ValueError, OSError) as e:
-            detail = str(e).splitlines()[0][:160] if str(e) else e.__class__.__name__
+            detail = first_line(e)
             what = f"MobileNetV2 alpha={alpha}" if spec.name == "mobilenet_v2" else spec.title
             raise ModelFileError(f"weights file {weights} does not fit {what} without top ({detail})") from e
     base.trainable = False

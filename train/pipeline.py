@@ -9,14 +9,12 @@ runs, and it reads the WebP, palette and odd-extension files TF rejects.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from .dataset import Sample, load_example
-from .distribute import check_cluster
 
 
 def make_dataset(
@@ -55,28 +53,6 @@ def make_dataset(
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
-def choose_strategy() -> tf.distribute.Strategy:
-    """Scale out without code changes: TF_CONFIG means a cluster worker, several local
-    accelerators (or logical CPU devices) mean mirroring, anything else the default."""
-    check_cluster()
-    if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    for kind in ("GPU", "CPU"):
-        devices = tf.config.list_logical_devices(kind)
-        if len(devices) > 1:
-            return tf.distribute.MirroredStrategy([d.name for d in devices])
-    return tf.distribute.get_strategy()
-
-
-def strategy_name(strategy: tf.distribute.Strategy) -> str:
-    """The public name (TF's multi-worker class is internally CollectiveAllReduceStrategy)."""
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return "MultiWorkerMirroredStrategy"
-    if isinstance(strategy, tf.distribute.MirroredStrategy):
-        return "MirroredStrategy"
-    return "default strategy (one device)"
 
 
 def predict(model, samples: Sequence[Sample], *, input_size: int, batch_size: int = 64) -> np.ndarray:

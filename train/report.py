@@ -36,14 +36,28 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_confusion(confusion: list[list[int]], class_names: Sequence[str], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+def plot_confusion(
+    confusion: list[list[int]], class_names: Sequence[str], path: Path, *, threshold: float | None = None
+) -> None:
+    """A confusion matrix of the arg-max class, as ``classification_metrics`` counts it.
+
+    The gate decides by p(with_mask) against its threshold, not by the arg-max,
+    so the printed FAR and FRR can disagree with this matrix; the title says
+    which one it counts, and, given ``threshold``, what FAR and FRR count.
+    """
     import numpy as np
 
+    many = len(class_names) > 2  # long names side by side overlap: slant them
+    fig, ax = plt.subplots(figsize=(5.5, 5) if many else (4.5, 4))
     ConfusionMatrixDisplay(np.array(confusion), display_labels=list(class_names)).plot(
-        ax=ax, cmap="Blues", colorbar=False
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=30 if many else "horizontal"
     )
-    ax.set_title("test split")
+    title = "test split, confusion of the arg-max class"
+    if threshold is not None:
+        title += f"\n(FAR and FRR: p(with_mask) >= {threshold:g})"
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("predicted (arg-max)")
+    ax.set_ylabel("true")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -77,7 +91,7 @@ def markdown_report(
         "## Test split",
         "",
         *metrics_tables(metrics, threshold_note=_threshold_source(config)),
-        "![confusion matrix](confusion.png)",
+        "![confusion matrix of the arg-max class](confusion.png)",
         "",
         "![training curves](curves.png)",
         "",
@@ -91,7 +105,9 @@ def markdown_report(
             "the faces a gate camera sees, unlike the folder images.",
             "",
             *metrics_tables(scene),
-            "| true \\ predicted | " + " | ".join(names) + " |",
+            "Confusion of the arg-max class (FAR and FRR above count the decision threshold):",
+            "",
+            "| true \\ predicted (arg-max) | " + " | ".join(names) + " |",
             "| --- |" + " --- |" * len(names),
             *[
                 f"| {n} | " + " | ".join(map(str, row)) + " |"

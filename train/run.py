@@ -1,32 +1,52 @@
-"""One training run, from a data folder to a complete run directory.
+"""One classifier training run (``maskgate train``), from a data folder to a complete run directory.
+
+``train`` is a list of steps: ``prepare_data`` (scan, VOC crops, label
+conflicts, the classes asked for, the split), the weights, ``fit_model``,
+``evaluate_model`` (the threshold on the validation split, metrics on the
+test split and on its scene crops) and ``write_outputs``. How a model is
+fitted (two phases, the best epoch of both, Ctrl-C) is shared with the U-Net
+in ``maskgate.train.fitting``; the files every run has, in ``rundir``.
 
 Order matters for the user: every check that can fail on their input (paths,
 classes, split sizes, weights) runs before TensorFlow is imported and before
-anything is written, and the run directory appears only when it is complete.
+anything is written, and the run directory appears only when it is complete
+(``atomic.staged_dir``: the model trains inside the staging directory, which
+an error or a second Ctrl-C removes).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shlex
-import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from maskgate.edge.core import atomic, fetch, preprocess, sysinfo
-from maskgate.edge.core.errors import ConfigError, DataError, FetchError, OutputExistsError
+from maskgate.edge.core import atomic, preprocess
+from maskgate.edge.core.errors import DataError
 from maskgate.edge.core.labels import INCORRECT, MASKED, UNMASKED
+from maskgate.edge.core.splits import MANIFEST
 
-from . import report
-from .config import BACKBONE_WEIGHTS, TrainConfig
-from .dataset import content_hash, drop_label_conflicts, locate, merge, scan_folder, scan_voc
-from .distribute import check_cluster
+from . import report, rundir
+from .config import TrainConfig
+from .dataset import (
+    Sample,
+    ScanResult,
+    content_hash,
+    drop_label_conflicts,
+    locate,
+    merge,
+    scan_folder,
+    scan_voc,
+)
+from .fitting import Fitted, Phase, check_cluster, fit_in_phases, resolve_weights, start_tensorflow
 from .metrics import FROM_VALIDATION, choose_masked_threshold, classification_metrics
-from .split import split_counts, split_samples, write_manifest
+from .split import Split, split_counts, split_samples, write_manifest
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
@@ -35,46 +55,64 @@ logger = logging.getLogger(__name__)
 CLASS_SETS = {"2": (MASKED, UNMASKED), "3": (MASKED, UNMASKED, INCORRECT)}
 
 
-def resolve_weights(cfg: TrainConfig) -> Path | None:
-    if cfg.weights == "none":
-        return None
-    if cfg.weights == "imagenet":
-        if cfg.alpha != 1.0:
-            raise ConfigError(
-                f"--alpha {cfg.alpha}: only alpha 1.0 ImageNet weights are in the model manifest; "
-                "pass --weights PATH or --weights none"
-            )
-        name = BACKBONE_WEIGHTS[cfg.backbone]
-        try:
-            return fetch.ensure(name)
-        except fetch.NotInMirror as e:
-            url = fetch.load_manifest()[name].url
-            raise FetchError(
-                f"--weights imagenet: {e} (${fetch.MIRROR_ENV}); put the file there (official copy: {url}) "
-                "or pass --weights PATH"
-            ) from e
-        except fetch.DownloadFailed as e:
-            url = fetch.load_manifest()[name].url
-            raise FetchError(
-                f"--weights imagenet: cannot download {url} ({e.reason}); offline, put {name} into a "
-                f"folder and set ${fetch.MIRROR_ENV} to it, or pass --weights PATH"
-            ) from e
-        except FetchError as e:
-            raise FetchError(f"--weights imagenet: {e}; or pass --weights PATH to a copy of it") from e
-    path = Path(cfg.weights)
-    if not path.is_file():
-        raise ConfigError(f"--weights {path}: no such file (use 'imagenet', 'none' or a path)")
-    return path
-
-
 def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = True) -> Path:
-    """Run training as configured; return the finished run directory."""
-    started = time.monotonic()
-    if cfg.out.exists():
-        raise OutputExistsError(f"output directory {cfg.out} already exists; choose another --out")
-    atomic.check_creatable(cfg.out, "--out")
-    check_cluster()
+    """Run training as configured; return the finished run directory.
 
+    ``callbacks`` are added to Keras's in both phases (tests use them to press Ctrl-C).
+    """
+    started = time.monotonic()
+    rundir.check_new(cfg.out)
+    check_cluster()
+    data = prepare_data(cfg, progress=progress)
+    weights = resolve_weights(cfg)
+
+    strategy = start_tensorflow(cfg.seed)
+    with atomic.staged_dir(cfg.out) as run:
+        fitted = fit_model(
+            cfg,
+            data,
+            weights,
+            strategy,
+            checkpoint=run / rundir.CHECKPOINT,
+            callbacks=callbacks,
+            progress=progress,
+        )
+        metrics, errors = evaluate_model(cfg, data, fitted.model)
+        wall = time.monotonic() - started
+        write_outputs(run, cfg, data, fitted, metrics=metrics, errors=errors, weights=weights, wall=wall)
+    _log_summary(cfg, metrics, wall)
+    return cfg.out
+
+
+@dataclass
+class Prepared:
+    """The examples of a run and their split, settled before TensorFlow loads."""
+
+    scan: ScanResult  # the examples, and what was skipped or left out
+    classes: list[str]  # in output order
+    roots: dict[str, Path]  # data roots by name, as split.json and reports name files
+    split: Split
+    counts: dict[str, dict[str, int]]  # images per split and class
+
+    @property
+    def samples(self) -> list[Sample]:
+        return self.scan.samples
+
+    def part(self, name: str) -> list[Sample]:
+        return [self.samples[i] for i in self.split.indices(name)]
+
+    def labels(self, name: str) -> list[int]:
+        index = {c: i for i, c in enumerate(self.classes)}
+        return [index[s.label] for s in self.part(name)]
+
+
+def prepare_data(cfg: TrainConfig, *, progress: bool = True) -> Prepared:
+    """Scan, add VOC crops, drop conflicting labels, check the classes and split.
+
+    All of it can fail on the user's data, and all of it is CPU work that
+    needs no TensorFlow, so it runs first: a wrong folder or a class too small
+    to split is one line after seconds, not a traceback after minutes.
+    """
     wanted = CLASS_SETS.get(cfg.classes)  # None: whatever class folders --data has
     scan = scan_folder(
         cfg.data,
@@ -111,158 +149,224 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
             "" if cfg.voc else ", or --voc SCENES with such faces"
         )
         raise DataError(f"--classes {cfg.classes}: no {', '.join(missing)} examples; {source}")
-    samples = scan.samples
     split = split_samples(
-        samples,
+        scan.samples,
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
         seed=cfg.seed,
         near_duplicate_bits=cfg.near_duplicate_bits,
         family_pattern=cfg.family_pattern or None,
     )
-    counts = split_counts(samples, split)
+    counts = split_counts(scan.samples, split)
     _log_counts(counts, classes, len(set(split.groups)), scan.skipped)
-    weights = resolve_weights(cfg)
+    return Prepared(scan, classes, roots, split, counts)
 
+
+def fit_model(
+    cfg: TrainConfig,
+    data: Prepared,
+    weights: Path | None,
+    strategy: tf.distribute.Strategy,
+    *,
+    checkpoint: Path,
+    callbacks: list | None = None,
+    progress: bool = True,
+) -> Fitted:
+    """Build the classifier and fit it in two phases: the head on the frozen backbone, then its top.
+
+    Class weights count each class as much as the others in total, so the
+    rare third class is not drowned by the two common ones.
+    """
     import keras
 
     from . import model as model_lib
-    from .pipeline import choose_strategy, make_dataset, predict, strategy_name
+    from .pipeline import make_dataset
 
-    keras.utils.set_random_seed(cfg.seed)
-    index = {c: i for i, c in enumerate(classes)}
-    parts = {name: split.indices(name) for name in ("train", "val", "test")}
-    subset = {name: [samples[i] for i in idx] for name, idx in parts.items()}
-    labels = {name: [index[s.label] for s in subset[name]] for name in parts}
-
-    strategy = choose_strategy()
-    logger.info("distribution: %s, %d replica(s)", strategy_name(strategy), strategy.num_replicas_in_sync)
-    with atomic.staged_dir(cfg.out) as run:
-        checkpoint = run / "checkpoint.keras"
-        ds_kwargs = dict(input_size=cfg.input_size, batch_size=cfg.batch_size, seed=cfg.seed)
-        train_ds = make_dataset(
-            subset["train"],
-            labels["train"],
-            training=True,
-            augment=model_lib.augmentation(cfg.seed),
-            **ds_kwargs,
+    ds_kwargs = dict(input_size=cfg.input_size, batch_size=cfg.batch_size, seed=cfg.seed)
+    train_ds = make_dataset(
+        data.part("train"),
+        data.labels("train"),
+        training=True,
+        augment=model_lib.augmentation(cfg.seed),
+        **ds_kwargs,
+    )
+    val_ds = make_dataset(data.part("val"), data.labels("val"), training=False, **ds_kwargs)
+    with strategy.scope():
+        model = model_lib.build_classifier(
+            len(data.classes),
+            backbone=cfg.backbone,
+            input_size=cfg.input_size,
+            alpha=cfg.alpha,
+            weights=weights,
+            dense_units=cfg.dense_units,
+            dropout=cfg.dropout,
         )
-        val_ds = make_dataset(subset["val"], labels["val"], training=False, **ds_kwargs)
+    class_weight = _class_weights(data.labels("train"), len(data.classes)) if cfg.class_weights else None
+    if class_weight:
+        logger.info(
+            "class weights: %s", ", ".join(f"{c} {class_weight[i]:.2f}" for i, c in enumerate(data.classes))
+        )
 
-        with strategy.scope():
-            model = model_lib.build_classifier(
-                len(classes),
-                backbone=cfg.backbone,
-                input_size=cfg.input_size,
-                alpha=cfg.alpha,
-                weights=weights,
-                dense_units=cfg.dense_units,
-                dropout=cfg.dropout,
-            )
-        class_weight = _class_weights(labels["train"], len(classes)) if cfg.class_weights else None
-        if class_weight:
-            logger.info(
-                "class weights: %s", ", ".join(f"{c} {class_weight[i]:.2f}" for i, c in enumerate(classes))
-            )
-        log = _EpochLog(keras)
-        best = _BestCheckpoint(keras, checkpoint)
-        extra = list(callbacks or [])
+    def open_top() -> None:
+        n = model_lib.unfreeze_top(model, cfg.fine_tune_blocks)
+        logger.info(
+            "phase 2: fine-tuning the top %d blocks (%d layers), lr %g",
+            cfg.fine_tune_blocks,
+            n,
+            cfg.fine_tune_learning_rate,
+        )
 
-        def fit(phase: str, epochs: int, lr: float) -> None:
-            log.phase = phase
-            with strategy.scope():
-                model.compile(
-                    optimizer=keras.optimizers.Adam(lr),
-                    loss="sparse_categorical_crossentropy",
-                    metrics=["accuracy"],
-                )
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=epochs,
-                class_weight=class_weight,
-                shuffle=False,  # the dataset shuffles itself
-                verbose=(1 if sys.stderr.isatty() else 2) if progress else 0,
-                callbacks=[
-                    log,
-                    best,
-                    keras.callbacks.EarlyStopping(
-                        monitor="val_loss", patience=cfg.patience, restore_best_weights=True
-                    ),
-                    keras.callbacks.ReduceLROnPlateau(
-                        monitor="val_loss", factor=0.5, patience=cfg.lr_patience, min_lr=1e-7
-                    ),
-                    *extra,
-                ],
+    phases = []
+    if cfg.epochs:
+        phases.append(
+            Phase(
+                "head",
+                cfg.epochs,
+                cfg.learning_rate,
+                begin=lambda: logger.info(
+                    "phase 1: training the head, backbone frozen (%d epochs at most)", cfg.epochs
+                ),
             )
+        )
+    if cfg.fine_tune_epochs and cfg.fine_tune_blocks:
+        phases.append(Phase("fine-tune", cfg.fine_tune_epochs, cfg.fine_tune_learning_rate, begin=open_top))
+    return fit_in_phases(
+        model,
+        phases,
+        strategy=strategy,
+        train_ds=train_ds,
+        val_ds=val_ds,
+        compile_args=lambda: {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
+        row=_history_row,
+        callbacks=lambda: [
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=cfg.patience, restore_best_weights=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=cfg.lr_patience, min_lr=1e-7
+            ),
+            *(callbacks or []),
+        ],
+        checkpoint=checkpoint,
+        class_weight=class_weight,
+        progress=progress,
+    )
 
-        interrupted = False
-        try:
-            if cfg.epochs:
-                logger.info("phase 1: training the head, backbone frozen (%d epochs at most)", cfg.epochs)
-                fit("head", cfg.epochs, cfg.learning_rate)
-            if cfg.fine_tune_epochs and cfg.fine_tune_blocks:
-                if best.saved:
-                    model.load_weights(checkpoint)
-                n = model_lib.unfreeze_top(model, cfg.fine_tune_blocks)
-                logger.info(
-                    "phase 2: fine-tuning the top %d blocks (%d layers), lr %g",
-                    cfg.fine_tune_blocks,
-                    n,
-                    cfg.fine_tune_learning_rate,
-                )
-                fit("fine-tune", cfg.fine_tune_epochs, cfg.fine_tune_learning_rate)
-        except KeyboardInterrupt:
-            if not best.saved:
-                raise
-            interrupted = True
-            logger.warning("interrupted: evaluating the best checkpoint so far (Ctrl-C again aborts)")
 
-        final = keras.models.load_model(checkpoint) if best.saved else model
-        threshold = cfg.threshold
-        if threshold is None:
-            val_probs = predict(final, subset["val"], input_size=cfg.input_size, batch_size=cfg.batch_size)
-            threshold = choose_masked_threshold(
-                val_probs, labels["val"], classes, false_accept_cost=cfg.false_accept_cost
+def evaluate_model(
+    cfg: TrainConfig, data: Prepared, model: keras.Model
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics on the test split, and its misclassified images.
+
+    The gate threshold is chosen on the validation split (unless
+    ``--threshold`` fixes it), never on the test split it is then measured on.
+    With ``--voc``, the test split's scene crops are scored alone too: they
+    are the faces a gate camera sees, unlike the folder close-ups.
+    """
+    from .pipeline import predict
+
+    test, test_labels = data.part("test"), data.labels("test")
+    threshold = cfg.threshold
+    if threshold is None:
+        val_probs = predict(model, data.part("val"), input_size=cfg.input_size, batch_size=cfg.batch_size)
+        threshold = choose_masked_threshold(
+            val_probs, data.labels("val"), data.classes, false_accept_cost=cfg.false_accept_cost
+        )
+        logger.info(
+            "threshold %.4f, chosen on the validation split (a false accept costs %g rejects)",
+            threshold,
+            cfg.false_accept_cost,
+        )
+    probs = predict(model, test, input_size=cfg.input_size, batch_size=cfg.batch_size)
+    metrics = classification_metrics(test_labels, probs, data.classes, threshold=threshold)
+    if cfg.voc is not None:
+        scene = [i for i, s in enumerate(test) if s.box is not None]
+        if scene:
+            metrics["scene_crops"] = classification_metrics(
+                [test_labels[i] for i in scene], probs[scene], data.classes, threshold=threshold
             )
-            logger.info(
-                "threshold %.4f, chosen on the validation split (a false accept costs %g rejects)",
-                threshold,
-                cfg.false_accept_cost,
-            )
-        probs = predict(final, subset["test"], input_size=cfg.input_size, batch_size=cfg.batch_size)
-        metrics = classification_metrics(labels["test"], probs, classes, threshold=threshold)
-        if cfg.voc is not None:
-            # The held-out faces cropped from VOC scenes alone: the distribution a gate camera sees.
-            scene = [i for i, s in enumerate(subset["test"]) if s.box is not None]
-            if scene:
-                metrics["scene_crops"] = classification_metrics(
-                    [labels["test"][i] for i in scene], probs[scene], classes, threshold=threshold
-                )
-        errors = _misclassified(subset["test"], labels["test"], probs, classes, roots)
-        history = log.records
-        wall = time.monotonic() - started
-        dataset_hash = content_hash(samples, roots)
+    return metrics, _misclassified(test, test_labels, probs, data.classes, data.roots)
 
-        final.save(run / "model.keras")
-        checkpoint.unlink(missing_ok=True)
-        _write_outputs(
-            run,
-            cfg=cfg,
-            classes=classes,
+
+def write_outputs(
+    run: Path,
+    cfg: TrainConfig,
+    data: Prepared,
+    fitted: Fitted,
+    *,
+    metrics: dict[str, Any],
+    errors: list[dict[str, Any]],
+    weights: Path | None,
+    wall: float,
+) -> None:
+    """Everything a reviewer or the converter reads, into the staging directory.
+
+    The checkpoint goes: ``model.keras`` is the best model, and a run holds
+    one copy of it.
+    """
+    fitted.model.save(run / rundir.MODEL)
+    (run / rundir.CHECKPOINT).unlink(missing_ok=True)
+    # The device's side (size, resize, RGB 0..255) is the same for every backbone; the normalisation
+    # inside the model is the backbone's. "classes" is the trained classes in output order;
+    # "classes_option" what --classes asked for.
+    config = rundir.run_config(
+        cfg,
+        {
+            "threshold": metrics["threshold"],
+            "threshold_source": "--threshold" if cfg.threshold is not None else FROM_VALIDATION,
+            "classes": data.classes,
+            "classes_option": cfg.classes,
+        },
+        weights=weights,
+        preprocessing=preprocess.describe(cfg.input_size) | {"normalization": _normalization(cfg)},
+    )
+    dataset_hash = content_hash(data.samples, data.roots)
+    scan, history = data.scan, fitted.history
+    rundir.write_json(
+        run / "dataset.json",
+        {
+            "content_hash": dataset_hash,
+            "counts": data.counts,
+            "skipped": scan.skipped,
+            "voc_skipped": dict(scan.voc_skipped),
+            "roots": {k: str(v) for k, v in data.roots.items()},
+        },
+    )
+    write_manifest(run / MANIFEST, data.samples, data.split, roots=data.roots, seed=cfg.seed)
+    if history:
+        report.plot_history(history, run / "curves.png")
+    # The matrix counts the arg-max class; FAR and FRR, the threshold (when there is a masked class).
+    threshold = metrics["threshold"] if MASKED in data.classes else None
+    report.plot_confusion(metrics["confusion"], data.classes, run / "confusion.png", threshold=threshold)
+    rundir.write_run_files(
+        run,
+        labels=data.classes,
+        config=config,
+        metrics=metrics
+        | {
+            "split": "test",
+            "interrupted": fitted.interrupted,
+            "epochs": len(history),
+            "wall_time_s": round(wall, 1),
+            "misclassified": errors,
+        },
+        history=history,
+        report=report.markdown_report(
+            config=config,
             metrics=metrics,
-            counts=counts,
-            scan=scan,
-            split=split,
-            samples=samples,
-            roots=roots,
-            history=history,
+            counts=data.counts,
+            skipped=scan.skipped,
+            voc_skipped=dict(scan.voc_skipped),
             errors=errors,
             dataset_hash=dataset_hash,
-            wall=wall,
-            interrupted=interrupted,
-            weights=weights,
-        )
+            wall_time_s=wall,
+            interrupted=fitted.interrupted,
+            history=history,
+        ),
+    )
+
+
+def _log_summary(cfg: TrainConfig, metrics: dict[str, Any], wall: float) -> None:
     logger.info(
         "test accuracy %s, macro-F1 %.4f, FAR %s, FRR %s on %d images; run written to %s (%.1f min)",
         report.percent(metrics["accuracy"]),
@@ -281,7 +385,20 @@ def train(cfg: TrainConfig, *, callbacks: list | None = None, progress: bool = T
             ", ".join(f"{c} {report.percent(v['recall'])}" for c, v in sc["per_class"].items()),
             sc["n"],
         )
-    return cfg.out
+
+
+def _history_row(phase: str, epoch: int, logs: dict[str, Any], model: keras.Model) -> dict[str, Any]:
+    """A history.csv row: the phase, Keras's losses and accuracies, and the learning rate of the epoch."""
+    import keras
+
+    return {
+        "phase": phase,
+        "loss": float(logs.get("loss", "nan")),
+        "accuracy": float(logs.get("accuracy", "nan")),
+        "val_loss": float(logs.get("val_loss", "nan")),
+        "val_accuracy": float(logs.get("val_accuracy", "nan")),
+        "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+    }
 
 
 def _normalization(cfg: TrainConfig) -> dict[str, Any]:
@@ -326,143 +443,3 @@ def _misclassified(samples, labels, probs, classes, roots) -> list[dict[str, Any
                 }
             )
     return out
-
-
-def _write_outputs(
-    run: Path,
-    *,
-    cfg,
-    classes,
-    metrics,
-    counts,
-    scan,
-    split,
-    samples,
-    roots,
-    history,
-    errors,
-    dataset_hash,
-    wall,
-    interrupted,
-    weights,
-) -> None:
-    def dump(name: str, obj: Any) -> None:
-        atomic.write_text(run / name, json.dumps(obj, indent=2, default=str) + "\n")
-
-    # The device's side (size, resize, RGB 0..255) is the same for every backbone; the normalisation
-    # inside the model is the backbone's. "classes" is the trained classes in output order;
-    # "classes_option" what --classes asked for.
-    preprocessing = preprocess.describe(cfg.input_size) | {"normalization": _normalization(cfg)}
-    config = cfg.model_dump(mode="json") | {
-        "threshold": metrics["threshold"],
-        "threshold_source": "--threshold" if cfg.threshold is not None else FROM_VALIDATION,
-        "classes": classes,
-        "classes_option": cfg.classes,
-        "weights_file": str(weights) if weights else None,
-        "weights_sha256": fetch.digest(weights.read_bytes()) if weights else None,
-        "preprocessing": preprocessing,
-        "command": shlex.join(["maskgate", *sys.argv[1:]])
-        if sys.argv and "maskgate" in sys.argv[0]
-        else None,
-    }
-    atomic.write_text(run / "labels.txt", "\n".join(classes) + "\n")
-    dump(
-        "metrics.json",
-        metrics
-        | {
-            "split": "test",
-            "interrupted": interrupted,
-            "epochs": len(history),
-            "wall_time_s": round(wall, 1),
-            "misclassified": errors,
-        },
-    )
-    dump("config.json", config)
-    dump("environment.json", {"libraries": sysinfo.library_versions(), "machine": sysinfo.machine()})
-    dump(
-        "dataset.json",
-        {
-            "content_hash": dataset_hash,
-            "counts": counts,
-            "skipped": scan.skipped,
-            "voc_skipped": dict(scan.voc_skipped),
-            "roots": {k: str(v) for k, v in roots.items()},
-        },
-    )
-    write_manifest(run / "split.json", samples, split, roots=roots, seed=cfg.seed)
-    if history:
-        keys = list(history[0])
-        rows = [",".join(keys)] + [",".join(str(h[k]) for k in keys) for h in history]
-        atomic.write_text(run / "history.csv", "\n".join(rows) + "\n")
-        report.plot_history(history, run / "curves.png")
-    report.plot_confusion(metrics["confusion"], classes, run / "confusion.png")
-    atomic.write_text(
-        run / "report.md",
-        report.markdown_report(
-            config=config,
-            metrics=metrics,
-            counts=counts,
-            skipped=scan.skipped,
-            voc_skipped=dict(scan.voc_skipped),
-            errors=errors,
-            dataset_hash=dataset_hash,
-            wall_time_s=wall,
-            interrupted=interrupted,
-            history=history,
-        ),
-    )
-
-
-def _EpochLog(keras):  # noqa: N802 - factory: keras is imported lazily
-    class EpochLog(keras.callbacks.Callback):
-        """Per-epoch metrics across both phases, with phase and learning rate."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.phase = ""
-            self.records: list[dict[str, Any]] = []
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            self.records.append(
-                {
-                    "phase": self.phase,
-                    "loss": float(logs.get("loss", "nan")),
-                    "accuracy": float(logs.get("accuracy", "nan")),
-                    "val_loss": float(logs.get("val_loss", "nan")),
-                    "val_accuracy": float(logs.get("val_accuracy", "nan")),
-                    "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-                }
-            )
-
-    return EpochLog()
-
-
-def _BestCheckpoint(keras, path: Path):  # noqa: N802
-    class BestCheckpoint(keras.callbacks.Callback):
-        """Saves the model whenever val_loss beats every earlier epoch of *both* phases.
-
-        Keras's ModelCheckpoint forgets its best value between ``fit`` calls, so
-        the first fine-tuning epoch would overwrite a better head-only model.
-        Written under a temporary name and renamed, so Ctrl-C never truncates it.
-        """
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.best = float("inf")
-            self.saved = False
-
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get("val_loss")
-            if value is None or not value < self.best:
-                return
-            self.best = float(value)
-            tmp = path.with_name(".tmp-" + path.name)
-            try:
-                self.model.save(tmp)
-                os.replace(tmp, path)
-                self.saved = True
-            finally:
-                tmp.unlink(missing_ok=True)  # a Ctrl-C mid-save must not leave it in the run
-
-    return BestCheckpoint()

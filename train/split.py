@@ -11,7 +11,6 @@ is dealt with its rarest class and counted by its faces of that class.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -20,13 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from maskgate.edge.core import splits
 from maskgate.edge.core.errors import DataError
 from maskgate.edge.core.labels import order_classes
-from maskgate.edge.core.splits import read_manifest  # noqa: F401 - part of this module's interface
+from maskgate.edge.core.splits import (
+    SPLITS,
+    Entry,
+    read_manifest,  # noqa: F401 - part of this module's interface
+)
 
 from .dataset import Sample, family_of, locate
-
-SPLITS = ("train", "val", "test")
 
 
 class _UnionFind:
@@ -159,28 +161,11 @@ def split_counts(samples: Sequence[Sample], split: Split) -> dict[str, dict[str,
 def write_manifest(
     path: Path, samples: Sequence[Sample], split: Split, *, roots: dict[str, Path], seed: int
 ) -> None:
-    """The split as JSON: enough to rebuild each split's examples from the data roots."""
-    from maskgate.edge.core import atomic
-
-    rows = []
+    """The split as ``split.json``: enough to rebuild each split's examples from the data roots."""
+    entries = []
     for s, a, g in zip(samples, split.assignment, split.groups, strict=True):
         root, rel = locate(s.path, roots)
-        rows.append(
-            {
-                "path": rel,
-                "root": root,
-                "box": list(s.box) if s.box else None,
-                "label": s.label,
-                "split": a,
-                "group": g,
-                "sha256": s.sha256,
-            }
+        entries.append(
+            Entry(path=rel, root=root, label=s.label, split=a, box=s.box, group=g, sha256=s.sha256)
         )
-    doc = {
-        "version": 1,
-        "seed": seed,
-        "roots": {k: str(Path(v).resolve()) for k, v in roots.items()},
-        "counts": split_counts(samples, split),
-        "samples": rows,
-    }
-    atomic.write_text(path, json.dumps(doc, indent=1) + "\n")
+    splits.write_manifest(path, entries, roots=roots, seed=seed, counts=split_counts(samples, split))

@@ -46,3 +46,10 @@ def brief(e: BaseException, limit: int = 160) -> str:
     (where OpenCV and gpiozero put the reason), cut to ``limit`` characters."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     return lines[-1][:limit] if lines else e.__class__.__name__
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """One line of a Keras or TensorFlow exception for a user-facing message: its first (where
+    they put the reason, before pages of their internals), cut to ``limit`` characters."""
+    text = str(e)
+    return text.splitlines()[0][:limit] if text else e.__class__.__name__

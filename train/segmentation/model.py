@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from maskgate.edge.core.errors import ModelFileError
+from maskgate.edge.core.errors import ModelFileError, first_line
 from maskgate.edge.core.preprocess import INPUT_OFFSET, INPUT_SCALE
 
 ENCODER = "encoder"
@@ -51,7 +51,7 @@ def build_unet(
         if weights is not None:
             base.load_weights(str(weights))
     except (ValueError, OSError) as e:
-        detail = str(e).splitlines()[0][:160] if str(e) else e.__class__.__name__
+        detail = first_line(e)
         raise ModelFileError(
             f"weights file {weights} does not fit MobileNetV2 alpha=1.0 without top ({detail})"
         ) from e

@@ -12,6 +12,8 @@ from pydantic import Field, field_validator, model_validator
 
 from maskgate.edge.core.settings import Section
 
+from ..config import IMAGENET_WEIGHTS
+
 
 class SegmentTrainConfig(Section):
     voc: Path = Field(description="Pascal VOC scenes (images/ + annotations/); every annotated box is a face")
@@ -73,3 +75,7 @@ class SegmentTrainConfig(Section):
         if self.epochs == 0 and self.fine_tune_epochs == 0:
             raise ValueError("nothing to train: --epochs and --fine-tune-epochs are both 0")
         return self
+
+    def imagenet_entry(self) -> str:
+        """The model-manifest entry of the encoder's ImageNet weights (MobileNetV2, alpha 1.0)."""
+        return IMAGENET_WEIGHTS
