@@ -58,10 +58,14 @@ def _evaluate(cfg: EvaluateConfig, args: argparse.Namespace) -> int:
     from .report import percent
 
     metrics = evaluate(cfg, progress=args.quiet == 0)
+    skipped = metrics.get("skipped", [])
     print(
         f"accuracy {percent(metrics['accuracy'])}  FAR {percent(metrics['far'])}  "
         f"FRR {percent(metrics['frr'])}  n {metrics['n']}  -> {cfg.json_out}"
+        + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
     )
+    for row in skipped:
+        print(f"  skipped {row['path']}: {row['reason']}", file=sys.stderr)
     return 0
 
 

@@ -28,9 +28,12 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 MAX_PIXELS = 40_000_000
 
 
-def image_size(data: bytes) -> tuple[int, int] | None:
-    """The (width, height) a file's header claims, read without decoding; None if Pillow cannot tell."""
+def image_size(data: bytes) -> tuple[int, str] | None:
+    """The pixels a file's header claims, and how to say it ("8000x6000 is 48 megapixels"), read
+    without decoding;
+    None where Pillow cannot parse the header (OpenCV may still read the file)."""
     import io
+    import re
     import warnings
 
     from PIL import Image
@@ -39,32 +42,38 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         with warnings.catch_warnings():  # Pillow warns of bombs itself; the caller decides
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
-                return im.size
-    except Image.DecompressionBombError as e:  # over twice Pillow's own limit: huge, whatever exactly
-        return _size_in(str(e)) or (1 << 16, 1 << 16)
-    except Exception:  # noqa: BLE001 - any header Pillow cannot parse: OpenCV may still read the file
+                w, h = im.size
+                return w * h, f"{w}x{h} is {w * h / 1e6:.0f} megapixels"
+    except Image.DecompressionBombError as e:  # over twice Pillow's own limit; its message has the count
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = int(m.group(1)) if m else 1 << 32
+        return pixels, f"its header claims {pixels / 1e6:.0f} megapixels (a decompression bomb)"
+    except Exception:  # noqa: BLE001 - any header Pillow cannot parse
         return None
 
 
-def _size_in(message: str) -> tuple[int, int] | None:
-    import re
+def _opencv():
+    """cv2, with its own logger silenced: a decoding failure is our ``ImageReadError``, said once per
+    file by the batch that skips it, not OpenCV's "[ERROR:0@0.1] imdecode_ ..." lines around it."""
+    import cv2
 
-    m = re.search(r"size \((\d+), (\d+)\)|(\d+) pixels", message)
-    if m and m.group(1):
-        return int(m.group(1)), int(m.group(2))
-    return None
+    global _OPENCV_QUIET
+    if not _OPENCV_QUIET:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _OPENCV_QUIET = True
+    return cv2
+
+
+_OPENCV_QUIET = False
 
 
 def decode_image(data: bytes, name: str = "image", *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes into an HxWx3 uint8 BGR array, refusing images over ``max_pixels``."""
-    import cv2
+    cv2 = _opencv()
 
     size = image_size(data)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise ImageReadError(
-            f"{name}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} megapixels, above the limit of "
-            f"{max_pixels / 1e6:g} (not decoded)"
-        )
+    if size is not None and size[0] > max_pixels:
+        raise ImageReadError(f"{name}: {size[1]}, above the limit of {max_pixels / 1e6:g} (not decoded)")
     buf = np.frombuffer(data, dtype=np.uint8)
     # JPEG has no alpha or 16-bit data, and IMREAD_COLOR applies its EXIF orientation, which
     # IMREAD_UNCHANGED ignores: a phone photo must not train sideways.
