@@ -1,11 +1,17 @@
-"""Shared fixtures: tiny generated datasets and an isolated model cache.
+"""Shared fixtures: tiny generated datasets, an isolated model cache, simulated GPIO pins.
 
 Generated data exercises every loader path in seconds; the real data in
 ../shared is used only where a test says so, and skipped with a reason when absent.
+Test doubles for the gate (detector, analyzer, frame source) are in fakes.py.
+
+Markers (pyproject.toml): ``tf`` for tests that need the train extra, ``slow`` for the slowest.
+This module imports only what the ``edge`` extra installs, so ``pytest -m "not tf"`` runs
+where TensorFlow is not installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -14,11 +20,45 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MASKGATE_SHARED", REPO.parent / "shared"))
 SHARED_MODELS = SHARED / "models"
+
+
+# What a test marked ``tf`` may import: the train extra.
+TRAIN_MODULES = ("tensorflow", "keras", "sklearn", "matplotlib")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without the train extra, tests marked ``tf`` are skipped, each with the reason, rather than
+    failing on a missing module. ``-m "not tf"`` deselects them before this."""
+    missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
+    if not missing:
+        return
+    skip = pytest.mark.skip(
+        reason=f"needs the train extra ({', '.join(missing)} not installed): "
+        "pip install -e '.[dev]', or deselect with -m 'not tf'"
+    )
+    for item in items:
+        if item.get_closest_marker("tf"):
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def mock_factory():
+    """gpiozero's MockFactory, also as the default pin factory while the test runs (as gpiozero's
+    own tests do), so no device of a test can reach real pins."""
+    saved = Device.pin_factory
+    factory = Device.pin_factory = MockFactory()
+    try:
+        yield factory
+    finally:
+        factory.reset()
+        Device.pin_factory = saved
 
 
 @pytest.fixture(autouse=True)
