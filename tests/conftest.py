@@ -15,6 +15,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -168,6 +169,27 @@ def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> No
     assert len(lines) == 1, r.stderr
     for f in fragments:
         assert f in lines[0], lines[0]
+
+
+@dataclass(frozen=True)
+class Wheel:
+    path: Path
+    log: str  # pip's and the build backend's output, warnings included
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Wheel:
+    """The wheel of this checkout as pip builds it for a Pi (no dependencies), built once per session."""
+    out = tmp_path_factory.mktemp("wheel")
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-v", "-w", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (path,) = out.glob("maskgate-*.whl")
+    return Wheel(path, r.stdout + r.stderr)
 
 
 @pytest.fixture
