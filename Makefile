@@ -1,8 +1,11 @@
 # Entry points for people and CI. Every target sets up its own environment.
 PYTHON ?= python3
 VENV ?= .venv
+# What the device installs: the edge extra, no TensorFlow (demo, test-edge).
+EDGE_VENV ?= .venv-edge
 SHARED ?= ../shared
 BIN := $(VENV)/bin
+EDGE_BIN := $(EDGE_VENV)/bin
 
 # The shared data and the local mirror of third-party model files, when they are beside the repo.
 export MASKGATE_SHARED ?= $(abspath $(SHARED))
@@ -10,8 +13,9 @@ ifneq ($(wildcard $(SHARED)/models),)
 export MASKGATE_MIRROR ?= $(abspath $(SHARED)/models)
 endif
 
-.PHONY: setup demo demo-train test lint benchmark-train benchmark-scenes benchmark-faults clean
+.PHONY: setup setup-edge demo demo-train test test-edge lint benchmark-train benchmark-scenes benchmark-faults clean
 
+# The developer's environment: every extra, TensorFlow included.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -20,12 +24,27 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The device's environment: the edge extra alone, as on a Pi (a few wheels, no TensorFlow).
+$(EDGE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_BIN)/pip install --quiet --upgrade pip
+	$(EDGE_BIN)/pip install --quiet -e ".[edge]"
+	touch $@
+
+setup-edge: $(EDGE_VENV)/.installed
+
+# The same plus pytest (the test extra), for the device-side tests.
+$(EDGE_VENV)/.installed-test: $(EDGE_VENV)/.installed
+	$(EDGE_BIN)/pip install --quiet -e ".[edge,test]"
+	touch $@
+
 # The gate on sample footage: the shipped int8 model, OpenCV's SSD, simulated pins. Scenes from the
 # shared data stand in for a camera, each held for a second as if a person stood at the gate.
+# It needs only what a device installs.
 DEMO_SCENES ?= $(SHARED)/data/scenes/images/maksssksksss[0-9].jpg
-demo: setup
-	$(BIN)/maskgate models fetch --for edge
-	$(BIN)/maskgate run --config systemd/demo.toml --source "$(DEMO_SCENES)"
+demo: setup-edge
+	$(EDGE_BIN)/maskgate models fetch --for edge
+	$(EDGE_BIN)/maskgate run --config systemd/demo.toml --source "$(DEMO_SCENES)"
 
 # A short training run on a sample of the faces: fetch, scan, split, train, evaluate, report.
 demo-train: setup
@@ -37,9 +56,22 @@ demo-train: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The device-side suite where only the edge extra is installed: first proves that none of the train
+# extra is importable there, then runs every test not marked tf. Pytest's exit status is make's:
+# a failure, or no test collected at all (status 5), fails the target.
+TRAIN_MODULES := tensorflow keras sklearn matplotlib
+test-edge: $(EDGE_VENV)/.installed-test
+	@for m in $(TRAIN_MODULES); do \
+		if $(EDGE_BIN)/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('$$m') is None)"; then \
+			echo "$(EDGE_VENV) is not edge-only: it has $$m" >&2; exit 1; \
+		fi; \
+	done
+	$(EDGE_BIN)/python -m pytest -m "not tf"
 
 # The figures in docs/training.md: the default training run on the full faces dataset.
 benchmark-train: setup
@@ -64,4 +96,4 @@ benchmark-faults: setup
 
 # Keeps runs/: it holds training results.
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(EDGE_VENV) .pytest_cache .ruff_cache *.egg-info

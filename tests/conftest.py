@@ -1,24 +1,65 @@
-"""Shared fixtures: tiny generated datasets and an isolated model cache.
+"""Shared fixtures: tiny generated datasets, an isolated model cache, simulated GPIO pins.
 
 Generated data exercises every loader path in seconds; the real data in
 ../shared is used only where a test says so, and skipped with a reason when absent.
+Test doubles for the gate (detector, analyzer, frame source) are in fakes.py.
+
+Markers (pyproject.toml): ``tf`` for tests that need the train extra, ``slow`` for the slowest.
+This module imports only what the ``edge`` extra installs, so ``pytest -m "not tf"`` runs
+where TensorFlow is not installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MASKGATE_SHARED", REPO.parent / "shared"))
 SHARED_MODELS = SHARED / "models"
+
+
+# What a test marked ``tf`` may import: the train extra.
+TRAIN_MODULES = ("tensorflow", "keras", "sklearn", "matplotlib")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without the train extra, tests marked ``tf`` are skipped, each with the reason, rather than
+    failing on a missing module. ``-m "not tf"`` deselects them before this."""
+    missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
+    if not missing:
+        return
+    skip = pytest.mark.skip(
+        reason=f"needs the train extra ({', '.join(missing)} not installed): "
+        "pip install -e '.[dev]', or deselect with -m 'not tf'"
+    )
+    for item in items:
+        if item.get_closest_marker("tf"):
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def mock_factory():
+    """gpiozero's MockFactory, also as the default pin factory while the test runs (as gpiozero's
+    own tests do), so no device of a test can reach real pins."""
+    saved = Device.pin_factory
+    factory = Device.pin_factory = MockFactory()
+    try:
+        yield factory
+    finally:
+        factory.reset()
+        Device.pin_factory = saved
 
 
 @pytest.fixture(autouse=True)
@@ -128,6 +169,27 @@ def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> No
     assert len(lines) == 1, r.stderr
     for f in fragments:
         assert f in lines[0], lines[0]
+
+
+@dataclass(frozen=True)
+class Wheel:
+    path: Path
+    log: str  # pip's and the build backend's output, warnings included
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Wheel:
+    """The wheel of this checkout as pip builds it for a Pi (no dependencies), built once per session."""
+    out = tmp_path_factory.mktemp("wheel")
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-v", "-w", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (path,) = out.glob("maskgate-*.whl")
+    return Wheel(path, r.stdout + r.stderr)
 
 
 @pytest.fixture

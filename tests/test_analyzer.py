@@ -5,23 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fakes import FixedDetector
 from maskgate.edge.core.bundle import default_bundle_path, load_bundle
-from maskgate.edge.detectors.base import Detection, FaceDetector
+from maskgate.edge.detectors.base import Detection
 from maskgate.edge.detectors.config import DetectorConfig
 from maskgate.edge.gate.analyzer import FrameAnalyzer
 from maskgate.edge.gate.config import ClassifierConfig, DecisionConfig
-
-
-class FixedDetector(FaceDetector):
-    name = "fixed"
-
-    def __init__(self, detections):
-        self.detections = detections
-        self.calls = 0
-
-    def detect(self, image):
-        self.calls += 1
-        return list(self.detections)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from maskgate.edge.cli import main
 from maskgate.edge.core.errors import ModelFileError
 from maskgate.edge.gate.classifier import classifier_from_bundle
 
-pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.tf
 
 # No hidden dense layer: eight ReLU units of an untrained model can all be dead on the few calibration
 # faces, and an int8 layer whose every output is zero is one XNNPACK refuses to prepare.
@@ -143,6 +143,7 @@ def test_alpha_belongs_to_mobilenet_v2(tmp_path, capsys):
     assert code == 2 and "--alpha is MobileNetV2's width multiplier" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_resnet50_run_trains_and_converts_to_int8(tmp_path):
     """`--backbone resnet50` end to end at 32 px: a run, then an int8 bundle the device loads."""
     from maskgate.edge.core.bundle import load_bundle

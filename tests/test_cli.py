@@ -15,12 +15,14 @@ def _assert_nothing_written(out):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
 
 
+@pytest.mark.tf
 def test_missing_data_directory(tmp_path, out):
     r = maskgate("train", "--data", str(tmp_path / "nope"), "--out", str(out))
     assert_one_line_error(r, "nope", "does not exist")
     _assert_nothing_written(out)
 
 
+@pytest.mark.tf
 def test_single_class(tmp_path, out):
     root = make_faces(tmp_path / "f", per_class=5, messy=False)
     import shutil
@@ -31,6 +33,7 @@ def test_single_class(tmp_path, out):
     _assert_nothing_written(out)
 
 
+@pytest.mark.tf
 def test_existing_output_directory(tmp_path, out):
     root = make_faces(tmp_path / "f", per_class=5, messy=False)
     out.mkdir()
@@ -46,8 +49,8 @@ def test_existing_output_directory(tmp_path, out):
         (["--input-size", "8"], ["--input-size", "greater than or equal to 32"]),
         (["--val-fraction", "0.45", "--test-fraction", "0.4"], ["must leave at least 20%"]),
         (["--epochs", "many"], ["--epochs", "valid integer"]),
-        (["--weights", "/no/such.h5"], ["--weights", "no such file"]),
-        (["--alpha", "0.5"], ["--alpha 0.5", "only alpha 1.0"]),
+        pytest.param(["--weights", "/no/such.h5"], ["--weights", "no such file"], marks=pytest.mark.tf),
+        pytest.param(["--alpha", "0.5"], ["--alpha 0.5", "only alpha 1.0"], marks=pytest.mark.tf),
         (["--family-pattern", "(unclosed"], ["--family-pattern", "not a valid regular expression"]),
         (["--epochs", "0", "--fine-tune-blocks", "0"], ["nothing to train"]),
         (["--patience", "2", "--lr-patience", "2"], ["--lr-patience must be below --patience"]),
@@ -60,6 +63,7 @@ def test_bad_options_name_the_flag(tmp_path, out, args, fragments):
     _assert_nothing_written(out)
 
 
+@pytest.mark.tf
 def test_evaluate_missing_model(tmp_path):
     r = maskgate(
         "evaluate",
@@ -89,6 +93,7 @@ def test_help_lists_every_training_option():
         assert "--" + name.replace("_", "-") in r.stdout
 
 
+@pytest.mark.tf
 def test_weights_that_do_not_fit(tmp_path, out, shared_models):
     """Real ImageNet alpha-1.0 weights offered to an alpha-0.35 model: one line, no run left."""
     root = make_faces(tmp_path / "f", per_class=5, messy=False)
@@ -120,6 +125,7 @@ def test_weights_that_do_not_fit(tmp_path, out, shared_models):
         ("{not json", ["TF_CONFIG is not a valid cluster description"]),
     ],
 )
+@pytest.mark.tf
 def test_unsupported_cluster_is_refused_before_any_work(tmp_path, out, tf_config, fragments):
     root = make_faces(tmp_path / "f", per_class=5, messy=False)
     r = maskgate("train", "--data", str(root), "--out", str(out), env_extra={"TF_CONFIG": tf_config})

@@ -17,7 +17,7 @@ from maskgate.edge.core.bundle import load_bundle, write_checksums
 from maskgate.edge.core.errors import ModelFileError
 from maskgate.edge.gate.classifier import classifier_from_bundle
 
-pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.tf
 
 SIZE = 32
 

@@ -50,6 +50,7 @@ def ssd_files(shared_models, monkeypatch):
     return shared_models / "deploy.prototxt", shared_models / "res10_300x300_ssd_iter_140000.caffemodel"
 
 
+@pytest.mark.tf
 def test_keras_rebuild_reproduces_opencvs_raw_outputs(ssd_files, scenes):
     from maskgate.convert.caffe import build_keras
     from maskgate.convert.detector import raw_difference
@@ -65,6 +66,7 @@ def test_keras_rebuild_reproduces_opencvs_raw_outputs(ssd_files, scenes):
         assert raw_difference(m, opencv, images, names, [(300, 300), (400, 300)]) < 1e-3
 
 
+@pytest.mark.tf
 def test_a_small_conversion_gives_a_bundle_the_device_runs(ssd_files, scenes, tmp_path):
     from maskgate.edge.core.bundle import load_bundle
     from maskgate.edge.core.imageio import read_image
@@ -92,6 +94,7 @@ def test_a_small_conversion_gives_a_bundle_the_device_runs(ssd_files, scenes, tm
     assert "ssd-int8" in (out / "report.md").read_text()
 
 
+@pytest.mark.tf
 def test_too_few_faces_found_refuses_and_writes_nothing(ssd_files, scenes, tmp_path, monkeypatch, capsys):
     def poor(images, sizes, bundle, cfg, opencv):
         return {
@@ -121,7 +124,11 @@ def test_too_few_faces_found_refuses_and_writes_nothing(ssd_files, scenes, tmp_p
     [
         (["--sizes", "301x300"], "--sizes: Value error, 301x300: sides must be multiples of 4"),
         (["--sizes", "big"], "--sizes: Value error, expected sizes as WIDTHxHEIGHT"),
-        (["--representative", "no/such/dir"], "--representative no/such/dir is not a directory"),
+        pytest.param(
+            ["--representative", "no/such/dir"],
+            "--representative no/such/dir is not a directory",
+            marks=pytest.mark.tf,  # checked by the command, after it has imported TensorFlow
+        ),
     ],
 )
 def test_convert_detector_mistakes_are_one_line(tmp_path, extra, message):

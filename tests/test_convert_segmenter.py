@@ -18,6 +18,8 @@ from maskgate.edge.detectors.base import Detection
 from maskgate.edge.detectors.config import DetectorConfig
 from maskgate.edge.detectors.registry import make_detector
 
+pytestmark = [pytest.mark.tf, pytest.mark.slow]  # all of it needs the tiny U-Net run (unet_run)
+
 
 @pytest.fixture(scope="module")
 def segmenter_bundle(unet_run, tmp_path_factory):

@@ -17,7 +17,7 @@ from conftest import assert_one_line_error, face, make_faces, maskgate
 from maskgate.edge.cli import main
 from maskgate.edge.core.errors import ModelFileError
 
-pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.tf
 
 from test_train import TINY  # noqa: E402 - the tiny-run options, shared rather than repeated
 
@@ -113,6 +113,7 @@ def test_a_model_that_is_not_a_chain_is_refused():
         GradCam(model)
 
 
+@pytest.mark.slow
 def test_maps_of_a_tiny_trained_run_have_the_input_size_and_vary(tiny_run, tmp_path):
     from maskgate.edge.core.preprocess import prepare_face
     from maskgate.train.explain import load_explainer
@@ -131,6 +132,7 @@ def test_maps_of_a_tiny_trained_run_have_the_input_size_and_vary(tiny_run, tmp_p
     assert all(m.max() > 0.9 for m, v in zip(maps, varying, strict=True) if v)
 
 
+@pytest.mark.slow
 def test_explain_writes_a_png_per_image_and_an_index(tiny_run, tmp_path, capsys):
     faces = make_faces(tmp_path / "faces", per_class=3, seed=3, messy=False)
     (faces / "with_mask" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
@@ -157,6 +159,7 @@ def test_explain_writes_a_png_per_image_and_an_index(tiny_run, tmp_path, capsys)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
+@pytest.mark.slow
 def test_bad_inputs_fail_cleanly_and_leave_nothing(tiny_run, tmp_path, capsys):
     faces = make_faces(tmp_path / "faces", per_class=1, messy=False)
     image = str(faces / "with_mask" / "000.jpg")

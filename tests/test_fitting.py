@@ -9,7 +9,7 @@ import pytest
 
 from conftest import assert_one_line_error, make_voc, maskgate
 
-pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.tf
 
 
 def _setup():

@@ -3,6 +3,8 @@ import pytest
 
 from maskgate.train.metrics import classification_metrics
 
+pytestmark = pytest.mark.tf  # the metrics are scikit-learn's (train extra)
+
 CLASSES = ["with_mask", "without_mask"]
 
 

@@ -5,23 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from gpiozero.pins.mock import MockFactory
 
+from fakes import levels
 from maskgate.edge.core.errors import ConfigError
 from maskgate.edge.gate.config import OutputsConfig
 from maskgate.edge.gate.outputs import OFF, Outputs, Signals
 from maskgate.edge.gate.pins import Output, Relay
-
-
-@pytest.fixture
-def mock_factory():
-    factory = MockFactory()
-    yield factory
-    factory.reset()
-
-
-def levels(factory: MockFactory, pin: int) -> list[bool]:
-    return [bool(s.state) for s in factory.pin(pin).states]
 
 
 def wait_until(predicate, timeout: float = 2.0) -> None:

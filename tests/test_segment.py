@@ -108,6 +108,7 @@ def test_user_mistakes_are_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.tf  # the train stage's command
 def test_missing_encoder_weights_say_how_to_provide_them(tmp_path):
     """The classifier's offline hints, from the one weights step: the mirror variable and --weights PATH."""
     voc = make_voc(tmp_path / "voc", scenes=3)
@@ -121,6 +122,8 @@ def test_missing_encoder_weights_say_how_to_provide_them(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.tf
+@pytest.mark.slow
 def test_unet_builds_at_a_small_size_and_trains_a_step():
     import keras
 
@@ -143,6 +146,7 @@ def test_unet_builds_at_a_small_size_and_trains_a_step():
     assert encoder.get_layer("Conv1").trainable and not encoder.get_layer("bn_Conv1").trainable
 
 
+@pytest.mark.tf
 def test_loss_is_cross_entropy_plus_dice():
     import tensorflow as tf
 
@@ -155,6 +159,8 @@ def test_loss_is_cross_entropy_plus_dice():
     assert float(BceDiceLoss(2.0)(y, p)) == pytest.approx(bce + 2 * (1 - (2 * 2 + 1) / (4 + 2 + 1)), rel=1e-3)
 
 
+@pytest.mark.tf
+@pytest.mark.slow
 def test_a_tiny_run_writes_a_complete_run_directory(unet_run):
     names = {p.name for p in unet_run.iterdir()}
     assert {"model.keras", "config.json", "metrics.json", "report.md", "split.json", "history.csv"} <= names
@@ -170,6 +176,7 @@ def test_a_tiny_run_writes_a_complete_run_directory(unet_run):
     assert not [p for p in unet_run.parent.iterdir() if p.name.endswith(".partial")]
 
 
+@pytest.mark.tf
 def test_augmentation_moves_image_and_mask_together():
     import tensorflow as tf
 

@@ -12,77 +12,14 @@ import time
 
 import numpy as np
 import pytest
-from gpiozero.pins.mock import MockFactory
 
+from fakes import FakeAnalyzer, ScriptedSource, relay_states
 from maskgate.edge.core.errors import ConfigError
-from maskgate.edge.gate.analyzer import Analysis, Face
 from maskgate.edge.gate.config import GateConfig, build
 from maskgate.edge.gate.notify import Notifier
 from maskgate.edge.gate.outputs import Outputs
 from maskgate.edge.gate.service import GateService
-from maskgate.edge.gate.sources import Frame, FrameSource, LiveSource, SourceLostError
-
-CLASSES = ["with_mask", "without_mask"]
-BOX = (100, 100, 200, 220)
-
-
-def face(masked: bool) -> Face:
-    p = np.array([0.97, 0.03] if masked else [0.04, 0.96], np.float32)
-    return Face(BOX, 0.99, CLASSES[0 if masked else 1], float(p.max()), float(p[0]), masked)
-
-
-class FakeAnalyzer:
-    """Reads the 'scene' from the frame's first pixel: 1 = masked face, 2 = unmasked, 0 = nobody."""
-
-    classes = CLASSES
-
-    def __init__(self, crash_at: int | None = None) -> None:
-        self.crash_at = crash_at
-        self.calls = 0
-
-    def analyze(self, image: np.ndarray) -> Analysis:
-        self.calls += 1
-        if self.calls == self.crash_at:
-            raise RuntimeError("inference failed")
-        code = int(image[0, 0, 0])
-        return Analysis([face(code == 1)] if code else [])
-
-
-class ScriptedSource(FrameSource):
-    """Frames at 10 fps from a list of scene codes; ``lost`` raises SourceLostError at the end instead."""
-
-    def __init__(
-        self, codes: list[int], *, lost: bool = False, t0: float = 0.0, live: bool | None = None
-    ) -> None:
-        self.codes, self.lost, self.t0 = list(codes), lost, t0
-        # a source that can be lost stands for a camera: the gate reconnects to it
-        self.live = lost if live is None else live
-        self.i = 0
-        self.closed = False
-
-    def read(self) -> Frame | None:
-        if self.i == len(self.codes):
-            if self.lost:
-                raise SourceLostError("camera unplugged")
-            return None
-        image = np.full((4, 4, 3), self.codes[self.i], np.uint8)
-        frame = Frame(image, self.i, self.t0 + self.i / 10)
-        self.i += 1
-        return frame
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@pytest.fixture
-def mock_factory():
-    factory = MockFactory()
-    yield factory
-    factory.reset()
-
-
-def relay_states(factory) -> list[bool]:
-    return [bool(s.state) for s in factory.pin(17).states]
+from maskgate.edge.gate.sources import LiveSource, SourceLostError
 
 
 def make_service(factory, sources, *, cfg: GateConfig | None = None, analyzer=None, **decision):

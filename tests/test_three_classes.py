@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import face, make_faces
+from fakes import FixedDetector
 from maskgate.edge.cli import main
 from maskgate.edge.core.labels import INCORRECT, MASKED, UNMASKED
 from maskgate.edge.gate.classifier import classifier_from_bundle
 
-pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.tf
 
 CLASSES = [MASKED, UNMASKED, INCORRECT]
 # No hidden dense layer: a few ReLU units of an untrained model can all be dead on the calibration
@@ -71,6 +72,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_the_run_has_three_classes_in_canonical_order(run_dir):
     assert (run_dir / "labels.txt").read_text().split() == CLASSES
     config = json.loads((run_dir / "config.json").read_text())
@@ -80,6 +82,7 @@ def test_the_run_has_three_classes_in_canonical_order(run_dir):
     assert keras.models.load_model(run_dir / "model.keras").output_shape == (None, 3)
 
 
+@pytest.mark.slow
 def test_the_rare_class_lands_in_every_split_and_scenes_stay_whole(run_dir):
     split = json.loads((run_dir / "split.json").read_text())
     assert all(split["counts"][name][INCORRECT] > 0 for name in ("train", "val", "test"))
@@ -90,6 +93,7 @@ def test_the_rare_class_lands_in_every_split_and_scenes_stay_whole(run_dir):
     assert len(sides) == 12 and all(len(v) == 1 for v in sides.values())
 
 
+@pytest.mark.slow
 def test_metrics_give_per_class_figures_and_the_scene_crops_alone(run_dir):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert list(m["per_class"]) == CLASSES and 0.0 <= m["macro_f1"] <= 1.0
@@ -149,6 +153,7 @@ def bundle_dir(run_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_a_three_class_run_converts_and_verifies(bundle_dir):
     from maskgate.edge.core.bundle import load_bundle
 
@@ -161,20 +166,16 @@ def test_a_three_class_run_converts_and_verifies(bundle_dir):
     assert probs.shape == (1, 3)
 
 
+@pytest.mark.slow
 def test_the_gate_counts_incorrect_masks_as_unmasked_unless_configured(bundle_dir, monkeypatch):
     """edge: classifier.incorrect_is_masked decides whether p(incorrect) adds to p(with_mask)."""
-    from maskgate.edge.detectors.base import Detection, FaceDetector
+    from maskgate.edge.detectors.base import Detection
     from maskgate.edge.detectors.config import DetectorConfig
     from maskgate.edge.gate.analyzer import FrameAnalyzer
     from maskgate.edge.gate.config import ClassifierConfig
 
-    class Fixed(FaceDetector):
-        name = "fixed"
-
-        def detect(self, image):
-            return [Detection((8, 30, 56, 78), 0.9), Detection((144, 30, 192, 78), 0.9)]
-
-    monkeypatch.setattr("maskgate.edge.gate.analyzer.make_detector", lambda cfg: Fixed())
+    found = [Detection((8, 30, 56, 78), 0.9), Detection((144, 30, 192, 78), 0.9)]
+    monkeypatch.setattr("maskgate.edge.gate.analyzer.make_detector", lambda cfg: FixedDetector(found))
     rng = np.random.default_rng(5)
     frame = np.full((120, 200, 3), 90, np.uint8)
     frame[30:78, 8:56], frame[30:78, 144:192] = face(rng, True), incorrect_face(rng)

@@ -14,7 +14,7 @@ from conftest import make_faces, make_voc
 from maskgate.edge.cli import main
 from maskgate.edge.core.errors import ModelFileError
 
-pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.tf
 
 TINY = [
     "--input-size",
@@ -61,6 +61,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_run_directory_is_complete(run_dir):
     expected = {
         "model.keras",
@@ -81,6 +82,7 @@ def test_run_directory_is_complete(run_dir):
     assert not [p for p in run_dir.parent.iterdir() if p.name.endswith(".partial")]
 
 
+@pytest.mark.slow
 def test_metrics_json_has_the_documented_keys_and_consistent_counts(run_dir):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert {"accuracy", "far", "frr", "per_class", "confusion", "n", "roc_auc"} <= set(m)
@@ -91,6 +93,7 @@ def test_metrics_json_has_the_documented_keys_and_consistent_counts(run_dir):
     assert 0.0 <= m["accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_config_records_preprocessing_dataset_and_versions(run_dir):
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["input_size"] == 32 and cfg["alpha"] == 0.35 and cfg["weights"] == "none"
@@ -105,12 +108,14 @@ def test_config_records_preprocessing_dataset_and_versions(run_dir):
     assert "corrupt.jpg" in report and ds["content_hash"] in report and "| fine-tune |" in report
 
 
+@pytest.mark.slow
 def test_history_has_both_phases(run_dir):
     rows = (run_dir / "history.csv").read_text().splitlines()
     assert rows[0].startswith("phase,loss")
     assert [r.split(",")[0] for r in rows[1:]] == ["head", "fine-tune"]
 
 
+@pytest.mark.slow
 def test_split_keeps_scene_faces_together(run_dir):
     split = json.loads((run_dir / "split.json").read_text())
     sides: dict = {}
@@ -120,6 +125,7 @@ def test_split_keeps_scene_faces_together(run_dir):
     assert sides and all(len(v) == 1 for v in sides.values())
 
 
+@pytest.mark.slow
 def test_evaluate_split_test_reproduces_the_runs_metrics(run_dir, tmp_path):
     """`evaluate --split test` rebuilds the run's test set (files and VOC crops) and gets its numbers."""
     out = tmp_path / "eval.json"
@@ -134,6 +140,7 @@ def test_evaluate_split_test_reproduces_the_runs_metrics(run_dir, tmp_path):
     assert m["threshold"] == config["threshold"] == run["threshold"]  # taken from the run's configuration
 
 
+@pytest.mark.slow
 def test_evaluate_a_folder(run_dir, tmp_path):
     faces = make_faces(tmp_path / "held-out", per_class=4, seed=7, messy=False)
     out = tmp_path / "eval.json"
@@ -160,6 +167,7 @@ def test_evaluate_a_folder(run_dir, tmp_path):
     assert sum(map(sum, m["confusion"])) == 8
 
 
+@pytest.mark.slow
 def test_evaluate_rejects_a_damaged_model(run_dir, tmp_path, capsys):
     import shutil
 
@@ -201,6 +209,7 @@ def _tiny_config(tmp_path, **kw):
     return TrainConfig(**(base | kw))
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_best_checkpoint_as_a_complete_run(tmp_path):
     import keras
 
@@ -234,6 +243,7 @@ def test_ctrl_c_before_any_checkpoint_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faces"]
 
 
+@pytest.mark.slow
 def test_failure_while_writing_leaves_no_run_directory(tmp_path, monkeypatch):
     from maskgate.train import run
 
@@ -311,6 +321,7 @@ def test_training_pipeline_feeds_the_shared_preprocessing(tmp_path):
     assert np.array_equal(batch, expected)
 
 
+@pytest.mark.slow
 def test_multi_worker_strategy_from_tf_config(tmp_path):
     """TF_CONFIG selects MultiWorkerMirroredStrategy; a one-worker cluster on loopback trains and
     its chief writes the run. Run in a fresh process: a strategy cannot be undone in-process."""
@@ -392,6 +403,7 @@ def test_best_checkpoint_keeps_the_best_epoch_across_phases(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.keras"]
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_replicas(tmp_path):
     """Several local devices mean MirroredStrategy; two logical CPUs stand in for two GPUs, so the
     multi-replica path (global batch split, class weights, best checkpoint) runs for real."""
