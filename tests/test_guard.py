@@ -7,6 +7,7 @@ the guard's own log lines say when the relay went on and off.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -79,6 +80,16 @@ def test_off_and_unknown_orders():
     for bad in ("on", "pulse", "pulse -1", "pulse nan", "pulse inf", "open the door", "pulse 1e999"):
         g.order(bad, 1.0)
         assert relay.value is False, bad
+
+
+def test_after_sigterm_the_guard_stays_locked_and_leaves_when_the_gate_does():
+    g, relay, _ = _guard()
+    g.order("pulse 3", 0.0)
+    g.terminate("SIGTERM", 0.5)
+    assert relay.value is False and not g.done(0.5)
+    g.order("pulse 3", 1.0)  # a gate still running asks again: refused
+    assert relay.value is False and g.deadline is None
+    assert g.done(0.5 + 3.0)  # the gate never closed its pipe: the guard leaves on its own
 
 
 # --- the process boundary -----------------------------------------------------------------------
@@ -242,3 +253,27 @@ def test_a_gate_whose_guard_died_stops_with_status_1_so_systemd_restarts_it(tmp_
                        timeout=120)  # fmt: skip
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and "maskgate: error: the relay guard exited" in r.stderr
+
+
+def test_systemd_stopping_the_whole_unit_is_a_clean_stop(tmp_path):
+    """systemctl stop sends SIGTERM to every process of the unit at once: the guard locks and waits
+    for the gate, so the gate does not mistake it for a crash; both end, status 0, no error line."""
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    args = [sys.executable, "-m", "maskgate.edge.cli", "run", "--source", str(tmp_path / "a.jpg"),
+            "--set", "outputs.pin_factory=mock", "--set", "source.loop=true"]  # fmt: skip
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stderr:
+            if line.startswith("models:"):
+                break
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=20) == 0, rest
+        assert "maskgate: error" not in rest and "Traceback" not in rest, rest
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

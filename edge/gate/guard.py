@@ -42,6 +42,8 @@ logger = logging.getLogger("maskgate.guard")
 
 HEARTBEAT_S = 0.2  # how often the gate says it is alive
 HEARTBEAT_TIMEOUT_S = 1.0  # silence after which the guard takes the gate for hung
+STOP_GRACE_S = 3.0  # after SIGTERM: how long the guard waits for the gate to close its pipe
+IDLE_WAKE_S = 0.5
 READY = "ready"
 START_TIMEOUT_S = 30.0  # opening the pins; a Pi Zero 2 importing gpiozero takes a few seconds
 
@@ -211,6 +213,7 @@ class Guard:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.deadline: float | None = None  # the end of the running pulse
         self.last_beat = now
+        self.stopping_since: float | None = None  # SIGTERM: locked for good, waiting for the gate to go
         self._off()
 
     def _on(self) -> None:
@@ -231,6 +234,9 @@ class Guard:
             return
         if word == "off":
             self.stop("asked by the gate", now)
+            return
+        if word == "pulse" and self.stopping_since is not None:
+            logger.info("guard: refused a pulse (stopping)")
             return
         if word == "pulse":
             try:
@@ -266,18 +272,35 @@ class Guard:
         elif now - self.last_beat > self.heartbeat_timeout_s:
             self.stop(f"no heartbeat from the gate for {now - self.last_beat:.1f} s", now)
 
+    def terminate(self, why: str, now: float) -> None:
+        """Locked for good: systemd stops the unit, and the gate, stopping too, closes the pipe soon.
+
+        The guard stays (off) until then rather than exit first: a gate that saw its guard gone
+        mid-stop would report a fault where there is none."""
+        self.stop(why, now)
+        self.stopping_since = now
+
     def wait_s(self, now: float) -> float | None:
         """How long the guard may sleep before it must look again (None: until the next line)."""
-        if self.deadline is None:
-            return None
-        return max(0.0, min(self.deadline, self.last_beat + self.heartbeat_timeout_s) - now)
+        ends = []
+        if self.deadline is not None:
+            ends += [self.deadline, self.last_beat + self.heartbeat_timeout_s]
+        if self.stopping_since is not None:
+            ends.append(self.stopping_since + STOP_GRACE_S)
+        return max(0.0, min(ends) - now) if ends else None
+
+    def done(self, now: float) -> bool:
+        """Stopping, and the gate did not close the pipe within the grace: leave anyway."""
+        return self.stopping_since is not None and now - self.stopping_since >= STOP_GRACE_S
 
 
 def serve(guard: Guard, fd: int, *, clock=time.monotonic) -> str:
     """Read orders from ``fd`` until it closes; return why the guard stopped."""
     buffer = b""
     while True:
-        ready, _, _ = select.select([fd], [], [], guard.wait_s(clock()))
+        wait = guard.wait_s(clock())
+        # at least twice a second: a signal's handler changes what to wait for, select cannot know
+        ready, _, _ = select.select([fd], [], [], IDLE_WAKE_S if wait is None else min(wait, IDLE_WAKE_S))
         now = clock()
         if ready:
             chunk = os.read(fd, 4096)
@@ -290,6 +313,8 @@ def serve(guard: Guard, fd: int, *, clock=time.monotonic) -> str:
             for line in lines:
                 guard.order(line.decode("ascii", "replace"), now)
         guard.tick(clock())
+        if guard.done(clock()):
+            return "stopped by a signal; the gate did not close its pipe in time"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -311,20 +336,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", flush=True)
         return 2
 
-    def terminate(signum, _frame):
-        relay.off()
-        if green is not None:
-            green.off()
-        logger.info("guard: relay off (%s)", signal.Signals(signum).name)
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, terminate)
     guard = Guard(
         relay,
         green,
         max_pulse_s=float(settings["max_pulse_s"]),
         heartbeat_timeout_s=float(settings["heartbeat_timeout_s"]),
         now=time.monotonic(),
+    )
+    signal.signal(
+        signal.SIGTERM, lambda signum, _f: guard.terminate(signal.Signals(signum).name, time.monotonic())
     )
     names = {"relay": str(relay.pin)} | ({"green": str(green.pin)} if green is not None else {})
     print(READY, json.dumps(names), flush=True)
