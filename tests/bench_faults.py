@@ -18,16 +18,16 @@ import os
 import random
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
-import zlib
 from collections import Counter
 from pathlib import Path
+
+from fakes import bmp_header, png  # noqa: E402 - beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MASKGATE_SHARED", REPO.parent / "shared"))
@@ -55,33 +55,13 @@ def verdict(r: subprocess.CompletedProcess) -> str:
 # --- images ---------------------------------------------------------------------------------------
 
 
-def _png(w: int, h: int, depth: int = 1, rows: bytes | None = None) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    stride = (w * depth + 7) // 8
-    raw = rows if rows is not None else (b"\0" * (stride + 1)) * h
-    ihdr = struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(raw, 9))
-        + chunk(b"IEND", b"")
-    )
-
-
-def _bmp(w: int, h: int, bits: int = 24) -> bytes:
-    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, bits, 0, 0, 2835, 2835, 0, 0)
-    return b"BM" + struct.pack("<IHHI", 70, 0, 0, 54) + info + b"\0" * 16
-
-
 def bad_images(folder: Path, n: int, rng: random.Random) -> int:
     """``n`` hostile files: bombs, truncations, lies about format, random bytes with real magic."""
     good = SCENE.read_bytes()
     makers = [
-        lambda: _png(rng.randint(7000, 100_000), rng.randint(7000, 100_000), rows=b"\0" * rng.randint(0, 50)),
-        lambda: _png(8000, 6000),  # valid, 48 MP
-        lambda: _bmp(rng.randint(1 << 14, 1 << 17), rng.randint(-(1 << 17), 1 << 17), rng.choice([1, 8, 24])),
+        lambda: png(rng.randint(7000, 100_000), rng.randint(7000, 100_000), rows=b"\0" * rng.randint(0, 50)),
+        lambda: png(8000, 6000),  # valid, 48 MP
+        lambda: bmp_header(rng.randint(1 << 14, 1 << 17), rng.randint(-(1 << 17), 1 << 17)),
         lambda: good[: rng.randint(0, len(good))],
         lambda: bytes(b ^ (rng.random() < 0.01) * rng.randint(1, 255) for b in good),
         lambda: rng.choice([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF89a"]) + rng.randbytes(200),

@@ -94,3 +94,33 @@ class ScriptedSource(FrameSource):
 
     def close(self) -> None:
         self.closed = True
+
+
+# --- hostile image files, built by hand: a few bytes that claim millions of pixels -----------------
+
+
+def png(width: int, height: int, *, bit_depth: int = 1, rows: bytes | None = None) -> bytes:
+    """A valid grey PNG of the given size (or, with ``rows``, one whose pixel data lies)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    stride = (width * bit_depth + 7) // 8
+    raw = rows if rows is not None else (b"\0" + b"\0" * stride) * height
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+def bmp_header(width: int, height: int, bits: int = 24) -> bytes:
+    """A BMP header claiming ``width`` x ``height`` pixels, and no pixels."""
+    import struct
+
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bits, 0, 0, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 54 + 16, 0, 0, 54) + info + b"\0" * 16

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from fakes import bmp_header, png
 from maskgate.edge.core.errors import ImageReadError, MaskgateError
 from maskgate.edge.core.imageio import read_image
 
@@ -41,36 +42,10 @@ def test_missing_file_names_the_path(tmp_path):
         read_image(tmp_path / "nope.jpg")
 
 
-def _png(width: int, height: int, *, bit_depth: int = 1, rows: bytes | None = None) -> bytes:
-    """A valid grey PNG of the given size, built by hand (a few kB for millions of pixels)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    stride = (width * bit_depth + 7) // 8
-    raw = rows if rows is not None else (b"\0" + b"\0" * stride) * height
-    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(raw, 9))
-        + chunk(b"IEND", b"")
-    )
-
-
-def _bmp_header(width: int, height: int) -> bytes:
-    import struct
-
-    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
-    return b"BM" + struct.pack("<IHHI", 54 + 16, 0, 0, 54) + info + b"\0" * 16
-
-
 def test_images_beyond_the_pixel_limit_are_refused_from_their_header(tmp_path):
     """A valid 8000x6000 1-bit PNG is 10 kB on disk and 48 megapixels decoded: refused, not decoded."""
     big = tmp_path / "big.png"
-    big.write_bytes(_png(8000, 6000))
+    big.write_bytes(png(8000, 6000))
     assert big.stat().st_size < 100_000
     with pytest.raises(
         ImageReadError, match=r"8000x6000 is 48 megapixels, above the limit of 40 \(not decoded\)"
@@ -83,10 +58,10 @@ def test_images_beyond_the_pixel_limit_are_refused_from_their_header(tmp_path):
 @pytest.mark.parametrize(
     "data",
     [
-        _png(100_000, 100_000, rows=b"\0" * 10),  # Pillow's DecompressionBombError territory
-        _png(1 << 20, 1 << 20, rows=b""),
-        _bmp_header(1 << 16, 1 << 16),  # claims 4 gigapixels in 70 bytes
-        _bmp_header(-5, 7),
+        png(100_000, 100_000, rows=b"\0" * 10),  # Pillow's DecompressionBombError territory
+        png(1 << 20, 1 << 20, rows=b""),
+        bmp_header(1 << 16, 1 << 16),  # claims 4 gigapixels in 70 bytes
+        bmp_header(-5, 7),
         b"\x89PNG\r\n\x1a\n" + b"\0" * 40,  # a PNG signature and nothing sound
         b"GIF89a" + b"\xff" * 20,
         b"\xff\xd8\xff\xe0" + b"\0" * 30,
