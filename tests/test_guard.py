@@ -277,3 +277,27 @@ def test_systemd_stopping_the_whole_unit_is_a_clean_stop(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_guard_that_stops_reading_is_lost_and_never_blocks_the_gate():
+    """A frozen guard leaves its pipe full; the gate's next order fails at once instead of hanging."""
+    relay = GuardedRelay(OutputsConfig(pin_factory="mock"), max_on_s=1.0)
+    try:
+        os.kill(relay.pid, signal.SIGSTOP)
+        outcome: list[BaseException] = []
+
+        def flood():
+            try:
+                for _ in range(100_000):  # far more than a pipe holds
+                    relay.off()
+            except GuardLostError as e:
+                outcome.append(e)
+
+        t = threading.Thread(target=flood, daemon=True)
+        t.start()
+        t.join(timeout=20)
+        assert not t.is_alive(), "an order blocked on the full pipe"
+        assert outcome and "stopped reading its orders" in str(outcome[0])
+    finally:
+        os.kill(relay.pid, signal.SIGCONT)
+        relay.close()

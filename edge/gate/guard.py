@@ -98,6 +98,8 @@ class GuardedRelay:
             bufsize=1,
         )
         self._await_ready()
+        self._fd = self._proc.stdin.fileno()
+        os.set_blocking(self._fd, False)
         self._beat_stop = threading.Event()
         self._beats = threading.Thread(
             target=self._beat, args=(heartbeat_s,), name="guard-heartbeat", daemon=True
@@ -126,13 +128,19 @@ class GuardedRelay:
         raise ConfigError(line.removeprefix("error: ") or "the relay guard did not start")
 
     def _send(self, line: str) -> None:
+        """One order, written without ever blocking: a guard that stopped reading (frozen, stuck)
+        would otherwise stall the gate's loop on a full pipe. Orders are far shorter than PIPE_BUF,
+        so each write is whole or refused (EAGAIN), never half."""
         with self._lock:
             if self._closed:
                 return
             try:
-                self._proc.stdin.write(line + "\n")
-                self._proc.stdin.flush()
-            except (BrokenPipeError, ValueError, OSError) as e:
+                os.write(self._fd, (line + "\n").encode("ascii"))
+            except BlockingIOError as e:
+                raise GuardLostError(
+                    f"the relay guard (pid {self._proc.pid}) stopped reading its orders"
+                ) from e
+            except OSError as e:  # EPIPE: it exited
                 raise GuardLostError(f"the relay guard (pid {self._proc.pid}) is gone: {e}") from e
 
     def _beat(self, every: float) -> None:
