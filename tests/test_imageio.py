@@ -72,3 +72,35 @@ def test_hostile_images_are_one_image_read_error(tmp_path, data):
     path.write_bytes(data)
     with pytest.raises(ImageReadError, match="x.img"):
         read_image(path)
+
+
+def test_formats_only_opencv_reads_are_capped_too(tmp_path):
+    """A Radiance HDR header claiming 8000x6000 (Pillow cannot read HDR headers): OpenCV, capped at
+    the same limit, refuses it before decoding. In a fresh interpreter: OpenCV reads its cap once."""
+    import subprocess
+    import sys
+
+    hdr = tmp_path / "big.hdr"
+    hdr.write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 6000 +X 8000\n" + b"\x02\x02\x1f\x40" * 64)
+    code = (
+        "import sys\n"
+        "from maskgate.edge.core.errors import ImageReadError\n"
+        "from maskgate.edge.core.imageio import read_image\n"
+        "try:\n"
+        "    read_image(sys.argv[1])\n"
+        "except ImageReadError as e:\n"
+        "    print('refused', e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(hdr)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "above the limit of 40 megapixels (not decoded)" in r.stdout, (
+        r.stdout,
+        r.stderr,
+    )
+
+
+def test_a_file_larger_than_any_image_of_the_limit_is_not_read(tmp_path):
+    big = tmp_path / "huge.jpg"
+    with open(big, "wb") as f:
+        f.truncate(170_000_000)  # sparse: no disk used
+    with pytest.raises(ImageReadError, match="more than any image of the pixel limit needs"):
+        read_image(big)

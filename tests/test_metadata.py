@@ -118,3 +118,24 @@ def test_a_model_that_does_not_fit_its_metadata_is_refused_when_the_bundle_loads
 
     with pytest.raises(ModelFileError, match="model.tflite has 1 outputs, the metadata describes 12"):
         load_bundle(_resealed("detector", tmp_path, classifier_inside))
+
+
+def test_an_unreadable_file_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    """A bundle copied by root with umask 077 and read by the service user: PermissionError."""
+    from maskgate.edge.core import bundle as bundle_module
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(bundle_module, "sha256_file", denied)
+    with pytest.raises(ModelFileError, match=r"cannot read .* \(Permission denied\)"):
+        load_bundle(default_bundle_path("classifier"))
+
+
+@pytest.mark.parametrize("name", ["../../etc/hostname", "/etc/hostname", "sub/model.tflite", ".."])
+def test_checksums_may_name_only_the_bundles_own_files(tmp_path, name):
+    folder = _resealed("classifier", tmp_path, lambda m: None)
+    with open(folder / "SHA256SUMS", "a") as f:
+        f.write(f"{'0' * 64}  {name}\n")
+    with pytest.raises(ModelFileError, match="not a file of the bundle"):
+        load_bundle(folder)

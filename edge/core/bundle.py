@@ -117,16 +117,32 @@ def _read_checksums(path: Path) -> dict[str, str]:
         raise ModelFileError(f"bundle {path}: {CHECKSUMS} is not text in sha256sum's format") from e
     sums = {}
     for line in text.splitlines():
+        if not line.strip():
+            continue
         digest, _, name = line.strip().partition("  ")
-        if len(digest) != 64 or not name:
+        name = name.removeprefix("*")  # sha256sum's binary-mode marker
+        if len(digest) != 64 or not name or any(c not in "0123456789abcdefABCDEF" for c in digest):
             raise ModelFileError(f"bundle {path}: malformed line in {CHECKSUMS}: {line[:80]!r}")
-        sums[name] = digest
+        if "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+            # a bundle is one flat folder: a name elsewhere would have the device hash any file
+            raise ModelFileError(f"bundle {path}: {CHECKSUMS} names {name[:60]!r}, not a file of the bundle")
+        sums[name] = digest.lower()
     return sums
 
 
 def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
     """Verify and load a bundle (of ``kind``, if given); every problem is one ``ModelFileError`` line."""
     path = Path(path)
+    try:
+        return _verified(path, kind)
+    except ModelFileError:
+        raise
+    except OSError as e:  # unreadable file (permissions, I/O error): the bundle cannot be trusted either
+        what = Path(e.filename).name if e.filename else "a file"
+        raise ModelFileError(f"bundle {path}: cannot read {what} ({e.strerror or e})") from e
+
+
+def _verified(path: Path, kind: str | None) -> Bundle:
     if not path.is_dir():
         raise ModelFileError(f"bundle {path} not found (expected a folder with {METADATA} and {CHECKSUMS})")
     sums = _read_checksums(path)
@@ -135,8 +151,8 @@ def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
             raise ModelFileError(f"bundle {path}: {CHECKSUMS} does not cover {required}")
     for name, digest in sums.items():
         f = path / name
-        if not f.is_file():
-            raise ModelFileError(f"bundle {path}: {name} is missing")
+        if not f.is_file() or f.is_symlink():
+            raise ModelFileError(f"bundle {path}: {name} is missing (or not a plain file)")
         if sha256_file(f) != digest:
             raise ModelFileError(f"bundle {path}: {name} is corrupt or was modified (SHA-256 mismatch)")
     try:
@@ -200,7 +216,7 @@ def check_model(folder: Path, name: str, meta: BundleMetadata, *, float_model: b
             f"bundle {folder}: {name} takes {got} {dtype} input, metadata says {side} px {expected}"
         )
     out_shape = [int(v) for v in outputs[0]["shape"]] if len(outputs) == 1 else []
-    if meta.kind == "classifier" and (len(outputs) != 1 or out_shape[-1] != len(meta.classes)):
+    if meta.kind == "classifier" and (not out_shape or out_shape[-1] != len(meta.classes)):
         n = out_shape[-1] if out_shape else len(outputs)
         raise ModelFileError(
             f"bundle {folder}: {name} has {n} outputs, labels name {len(meta.classes)} classes"

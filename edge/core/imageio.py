@@ -53,18 +53,25 @@ def image_size(data: bytes) -> tuple[int, str] | None:
 
 
 def _opencv():
-    """cv2, with its own logger silenced: a decoding failure is our ``ImageReadError``, said once per
-    file by the batch that skips it, not OpenCV's "[ERROR:0@0.1] imdecode_ ..." lines around it."""
+    """cv2, with its own logger silenced (a decoding failure is our ``ImageReadError``, said once per
+    file by the batch that skips it, not OpenCV's "[ERROR:0@0.1] imdecode_ ..." lines around it) and
+    its own pixel cap at ours: formats Pillow cannot read a header of (Radiance HDR, PFM) are
+    decoded by OpenCV alone, and must not be decoded past the limit either. OpenCV reads the cap
+    once, at its first decode; a larger ``max_pixels`` than the default applies to the formats
+    Pillow reads."""
+    global _OPENCV_READY
+    if not _OPENCV_READY:
+        os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _OPENCV_READY = True
     import cv2
 
-    global _OPENCV_QUIET
-    if not _OPENCV_QUIET:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-        _OPENCV_QUIET = True
     return cv2
 
 
-_OPENCV_QUIET = False
+_OPENCV_READY = False
 
 
 def decode_image(data: bytes, name: str = "image", *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -80,7 +87,10 @@ def decode_image(data: bytes, name: str = "image", *, max_pixels: int = MAX_PIXE
     flags = cv2.IMREAD_COLOR if data[:2] == b"\xff\xd8" else cv2.IMREAD_UNCHANGED
     try:
         image = cv2.imdecode(buf, flags) if buf.size else None
-    except cv2.error as e:  # e.g. "pixels <= CV_IO_MAX_IMAGE_PIXELS" for a header Pillow could not read
+    except cv2.error as e:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(e):  # OpenCV's own header check, for formats Pillow cannot read
+            limit = int(os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"]) / 1e6
+            raise ImageReadError(f"{name}: above the limit of {limit:g} megapixels (not decoded)") from e
         raise ImageReadError(f"{name}: not a readable image (OpenCV: {brief(e, 100)})") from e
     if image is not None and image.shape[0] * image.shape[1] > max_pixels:
         raise ImageReadError(
@@ -95,7 +105,13 @@ def decode_image(data: bytes, name: str = "image", *, max_pixels: int = MAX_PIXE
 
 def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a file into an HxWx3 uint8 BGR array, whatever its format or extension."""
+    # No image of max_pixels needs more bytes than it has pixels times four (uncompressed RGBA);
+    # a bigger file is not read into memory at all.
+    max_bytes = max_pixels * 4 + (1 << 20)
     try:
+        size = Path(path).stat().st_size
+        if size > max_bytes:
+            raise ImageReadError(f"{path}: {size / 1e6:.0f} MB, more than any image of the pixel limit needs")
         data = Path(path).read_bytes()
     except OSError as e:
         raise ImageReadError(f"cannot read {path}: {e.strerror or e}") from e
