@@ -10,7 +10,9 @@ and talks to over a pipe, and which accepts only two orders:
 
 plus ``beat`` lines, the gate's heartbeat. The guard ends every pulse at its deadline
 whatever the gate does; turns everything off when the gate stops beating for longer
-than ``heartbeat_timeout_s`` (a hung gate) or when the pipe closes (a gate that exited
+than ``heartbeat_timeout_s`` (the gate process frozen, or stuck in a call that holds the
+GIL; the beat comes from a thread, so it proves the process alive, not its loop: a loop
+hung elsewhere is the systemd watchdog's) or when the pipe closes (a gate that exited
 or was killed); and logs each change itself (``relay on`` / ``relay off``), so the log
 says what the door did, not what the gate asked. What remains (the guard itself killed)
 is covered by the unit's ExecStopPost and, best, by a relay module with its own timeout
@@ -33,10 +35,12 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigError, MaskgateError
-from .config import OutputsConfig
+
+if TYPE_CHECKING:  # the guard process itself needs no configuration model: its settings come as JSON
+    from .config import OutputsConfig
 
 logger = logging.getLogger("maskgate.guard")
 
@@ -124,8 +128,12 @@ class GuardedRelay:
             return
         self._proc.kill()
         self._proc.wait()
-        # the guard's one-line reason (a pin that cannot be used) is on its stdout before it exits
-        raise ConfigError(line.removeprefix("error: ") or "the relay guard did not start")
+        if line.startswith("error: "):  # the guard's one-line reason: a pin or factory that cannot be used
+            raise ConfigError(line.removeprefix("error: "))
+        # no reason given (it crashed, or did not answer in time): a fault, so systemd tries again
+        raise GuardLostError(
+            f"the relay guard did not start within {START_TIMEOUT_S:g} s ({line or 'no answer'})"
+        )
 
     def _send(self, line: str) -> None:
         """One order, written without ever blocking: a guard that stopped reading (frozen, stuck)
@@ -222,6 +230,7 @@ class Guard:
         self.deadline: float | None = None  # the end of the running pulse
         self.last_beat = now
         self.stopping_since: float | None = None  # SIGTERM: locked for good, waiting for the gate to go
+        self.signalled: str | None = None  # set by the signal handler, acted on by take_signal
         self._off()
 
     def _on(self) -> None:
@@ -236,6 +245,7 @@ class Guard:
 
     def order(self, line: str, now: float) -> None:
         """One line from the gate; anything but the known orders is refused (and logged)."""
+        self.take_signal(now)
         word, _, arg = line.strip().partition(" ")
         self.last_beat = now  # any order proves the gate alive
         if word == "beat":
@@ -280,6 +290,12 @@ class Guard:
         elif now - self.last_beat > self.heartbeat_timeout_s:
             self.stop(f"no heartbeat from the gate for {now - self.last_beat:.1f} s", now)
 
+    def take_signal(self, now: float) -> None:
+        """Act on a SIGTERM that arrived since the last look (the handler only notes it, so that it
+        cannot land between a pulse's checks and its relay-on)."""
+        if self.signalled is not None and self.stopping_since is None:
+            self.terminate(self.signalled, now)
+
     def terminate(self, why: str, now: float) -> None:
         """Locked for good: systemd stops the unit, and the gate, stopping too, closes the pipe soon.
 
@@ -320,6 +336,7 @@ def serve(guard: Guard, fd: int, *, clock=time.monotonic) -> str:
             buffer = buffer[-256:]  # no line is longer; a flood cannot grow memory
             for line in lines:
                 guard.order(line.decode("ascii", "replace"), now)
+        guard.take_signal(clock())
         guard.tick(clock())
         if guard.done(clock()):
             return "stopped by a signal; the gate did not close its pipe in time"
@@ -351,11 +368,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         heartbeat_timeout_s=float(settings["heartbeat_timeout_s"]),
         now=time.monotonic(),
     )
-    signal.signal(
-        signal.SIGTERM, lambda signum, _f: guard.terminate(signal.Signals(signum).name, time.monotonic())
-    )
+
+    def noted(signum, _frame) -> None:
+        guard.signalled = signal.Signals(signum).name
+
+    signal.signal(signal.SIGTERM, noted)
     names = {"relay": str(relay.pin)} | ({"green": str(green.pin)} if green is not None else {})
     print(READY, json.dumps(names), flush=True)
+    os.dup2(2, 1)  # nobody reads the pipe after this line: anything printed later goes to the log
     try:
         why = serve(guard, sys.stdin.fileno())
         logger.debug("guard: %s", why)
