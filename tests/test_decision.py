@@ -217,3 +217,12 @@ def test_a_person_still_in_view_after_a_short_outage_is_not_let_in_again():
     s.t = round(s.t + 1.5, 6)
     s.frames(10, obs(True))
     assert s.kinds().count("unlock") == 2
+
+
+def test_time_running_backwards_is_a_new_timeline():
+    """A video reopened after it was lost starts at 0 again: the faces of the old timeline are gone,
+    not 'seen in the future' and kept in view for ever."""
+    tr = Tracker(forget_after_s=1.0)
+    tr.update(50.0, [obs(True)])
+    assert tr.update(0.0, []) == []
+    assert [t.id for t in tr.update(0.1, [obs(True)])] == [2]

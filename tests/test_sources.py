@@ -68,6 +68,17 @@ def test_a_loop_over_nothing_readable_ends(tmp_path):
     assert ImageSource([tmp_path / "bad.jpg"], loop=True).read() is None
 
 
+def test_a_looping_folder_whose_files_all_break_is_lost_not_ended(tmp_path):
+    """The gate must not exit 0 (no restart) because the images it played became unreadable."""
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), np.full((8, 8, 3), 7, np.uint8))
+    src = ImageSource([path], loop=True)
+    assert src.read() is not None
+    path.write_bytes(b"broken")
+    with pytest.raises(SourceLostError, match="none of 1 reads any more"):
+        src.read()
+
+
 @pytest.mark.parametrize(
     "uri, message", [("nowhere/x", "no such file, folder or camera"), ("empty", "no images found")]
 )

@@ -109,6 +109,7 @@ class GateService:
                 self.notifier.watchdog()
                 if source is None:
                     source = self._open_or_wait(stop)
+                    start_wall = self.clock()  # a reopened file starts at 0 again: pace it from now
                     continue
                 try:
                     frame = source.read()

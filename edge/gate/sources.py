@@ -134,8 +134,15 @@ class ImageSource(FrameSource):
         failures = 0
         while True:
             if self._next >= len(self.paths):
-                if not self.loop or failures >= len(self.paths):
+                if not self.loop:
                     return None
+                if failures >= len(self.paths):
+                    if not self._index:  # nothing ever read: nothing to loop over, an end
+                        return None
+                    # they read before and none does now: a lost source (retried), not an end
+                    raise SourceLostError(
+                        f"images {self.paths[0].parent}: none of {len(self.paths)} reads any more"
+                    )
                 self._next = 0
             path = self.paths[self._next]
             self._next += 1

@@ -64,7 +64,13 @@ class Tracker:
         )
 
     def update(self, t: float, observations: Sequence[Observation]) -> list[Track]:
-        """Match this frame's faces to known ones, vote, and forget faces gone too long."""
+        """Match this frame's faces to known ones, vote, and forget faces gone too long.
+
+        Time that runs backwards (a video file reopened after it was lost starts again at 0) is a
+        new timeline: what was seen on the old one says nothing now, so every face is forgotten.
+        """
+        if any(t < tr.last_seen for tr in self.tracks):
+            self.tracks = []
         self.tracks = [tr for tr in self.tracks if t - tr.last_seen <= self.forget_after_s]
         pairs = greedy_match(
             iou_matrix([tr.box for tr in self.tracks], [o.box for o in observations]), self.iou_match
