@@ -67,7 +67,7 @@ def _drop(path: str):
         ("classifier", _set("input.size", [192, 160]), "square"),
         ("classifier", _set("input.quantization.scale", 0), "input.quantization.scale"),
         ("classifier", _set("model", "../../etc/passwd"), "model: String should match pattern"),
-        ("classifier", _set("door", "open"), "door: Extra inputs are not permitted"),
+        ("classifier", _set("door", "open"), "door: unknown key"),
         ("classifier", _set("kind", "camera"), "says kind 'camera'"),
         ("classifier", _drop("kind"), "lacks kind"),
         ("classifier", _set("version", 2), "version"),

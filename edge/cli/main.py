@@ -7,8 +7,9 @@ than edge add their subcommands through the ``maskgate.commands`` entry-point
 group (see pyproject.toml): edge/ never imports train/ or convert/, they
 register with it.
 
-A ``MaskgateError`` ends the program with one line on stderr and exit status 2;
-anything else is a bug and keeps its traceback.
+A ``MaskgateError`` ends the program with one line on stderr and its exit status: 2 for a
+user's mistake (systemd does not restart, RestartPreventExitStatus=2), 1 for a fault a restart
+can mend (a lost source, a lost relay guard). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from ..core.errors import MaskgateError
+from ..core.errors import EXIT_USER_ERROR, MaskgateError
 from . import gate, models, tools
 from .options import expand_default_targets
 
 logger = logging.getLogger("maskgate")
 
-EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 COMMAND_GROUP = "maskgate.commands"
 

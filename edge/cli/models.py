@@ -6,9 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.errors import MaskgateError
-
-EXIT_USER_ERROR = 2
+from ..core.errors import EXIT_USER_ERROR, MaskgateError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -22,6 +22,7 @@ from . import atomic, preprocess
 from .errors import ModelFileError
 from .labels import MASKED
 from .metadata import KINDS, MODELS, BundleMetadata
+from .settings import describe
 
 _ADAPTER: TypeAdapter[BundleMetadata] = TypeAdapter(BundleMetadata)
 
@@ -251,38 +252,22 @@ def parse_metadata(data: str | dict[str, Any] | BundleMetadata, where: str) -> B
 
 
 def _describe(errors: list[dict]) -> str:
-    """Each problem as ``key.path: what is wrong``, without pydantic's tagged-union noise."""
+    """Each problem as ``key.path: what is wrong`` (``core.settings.describe``), the discriminated
+    union's own level taken off its key paths, at most five of them."""
     lines = []
     for err in errors[:5]:
-        loc = [str(x) for x in err["loc"]]
+        loc = list(err["loc"])
         if err["type"] == "union_tag_not_found":
             lines.append(f"lacks kind (one of {', '.join(KINDS)})")
-            continue
-        if err["type"] == "union_tag_invalid":
+        elif err["type"] == "union_tag_invalid":
             lines.append(f"says kind {err['input'].get('kind')!r}: must be one of {', '.join(KINDS)}")
-            continue
-        model = MODELS.get(loc[0]) if loc else None
-        if model is not None:  # the discriminator's own level
-            loc = loc[1:]
-        key = ".".join(loc) or "(top level)"
-        if err["type"] == "missing":
-            about = _description(model, loc)
-            lines.append(f"lacks {about} ({key})" if about else f"lacks {key}")
+        elif loc and loc[0] in MODELS:
+            line = describe(err | {"loc": tuple(loc[1:])}, MODELS[loc[0]])
+            lines.append(line if line.startswith("lacks ") else f"says {line}")
         else:
-            lines.append(f"says {key}: {err['msg'].removeprefix('Value error, ')}")
+            lines.append(f"says {'.'.join(map(str, loc)) or '(top level)'}: {err['msg']}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(lines) + more
-
-
-def _description(model: type[BaseModel] | None, loc: list[str]) -> str:
-    """The description of the field at ``loc``, walking nested models; empty if there is none."""
-    field = None
-    for part in loc:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
-            return ""
-        field = model.model_fields[part]
-        model = field.annotation
-    return (field.description or "") if field else ""
 
 
 def default_bundle_path(kind: str = "classifier") -> Path:

@@ -6,6 +6,8 @@ raised as a ``MaskgateError`` is shown to the user as one line, without a
 traceback; anything else is a bug and keeps its traceback.
 """
 
+EXIT_USER_ERROR = 2  # systemd's RestartPreventExitStatus: restarting cannot fix a user's mistake
+
 
 class MaskgateError(Exception):
     """Root of every error maskgate reports to the user as one line.
@@ -14,7 +16,7 @@ class MaskgateError(Exception):
     RestartPreventExitStatus=2); a fault a restart can mend sets 1.
     """
 
-    exit_status = 2
+    exit_status = EXIT_USER_ERROR
 
 
 class ConfigError(MaskgateError, ValueError):

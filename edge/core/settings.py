@@ -9,6 +9,7 @@ field's own description.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -22,24 +23,29 @@ def error_lines(
     e: ValidationError, root: type[BaseModel], *, name: Callable[[str], str] | None = None
 ) -> list[str]:
     """``key.path: what is wrong (got value)``, one per error; ``name`` renames a key path (a flag)."""
-    return [_describe(err, root, name or (lambda key: key)) for err in e.errors()]
+    return [describe(err, root, name=name) for err in e.errors()]
 
 
-def describe_error(e: ValidationError, root: type[BaseModel]) -> str:
-    """The first error only, for callers that stop at one."""
-    return error_lines(e, root)[0]
-
-
-def _describe(err: dict, root: type[BaseModel], name: Callable[[str], str]) -> str:
+def describe(err: dict, root: type[BaseModel], *, name: Callable[[str], str] | None = None) -> str:
+    """One pydantic error as a line, its key path walked through ``root``'s nested models and lists."""
+    name = name or (lambda key: key)
     model, path, rest, field = root, [], list(err["loc"]), None
-    while rest and isinstance(model, type) and issubclass(model, BaseModel) and rest[0] in model.model_fields:
-        field = model.model_fields[rest[0]]
+    while rest:
+        if isinstance(model, type) and issubclass(model, BaseModel) and rest[0] in model.model_fields:
+            field = model.model_fields[rest[0]]
+            model = field.annotation
+        elif isinstance(rest[0], int) and typing.get_origin(model) is list:
+            (model,) = typing.get_args(model) or (None,)  # into the list's items
+        else:
+            break
         path.append(str(rest.pop(0)))
-        model = field.annotation
     if err["type"] == "extra_forbidden":
         return f"{name('.'.join(path + [str(x) for x in rest[:1]]))}: unknown key"
     key = name(".".join(path)) if path else "(top level)"
-    got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+    if err["type"] == "missing":
+        about = field.description if field is not None and not rest else None
+        return f"lacks {about} ({key})" if about else f"lacks {key}"
+    got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict | list) else ""
     if err["type"] in ("model_type", "model_attributes_type"):
         return f"{key}: expected a table of settings ([{'.'.join(path)}] in TOML){got}"
     if rest and path and field is not None and field.description:

@@ -43,8 +43,3 @@ def check_sizes(sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
         if fit_size(w, h) != (w, h):
             raise ValueError(f"{w}x{h}: sides must be multiples of {SIZE_MULTIPLE}, at least {MIN_SIDE}")
     return sizes
-
-
-def format_sizes(sizes: list[tuple[int, int]]) -> str:
-    """The command-line form of a list of sizes, for help texts and reports."""
-    return ",".join(f"{w}x{h}" for w, h in sizes)
