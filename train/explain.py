@@ -21,7 +21,6 @@ the decision the device would make.
 
 from __future__ import annotations
 
-import glob
 import logging
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,9 @@ from maskgate.edge.core.errors import (
     ModelFileError,
     OutputExistsError,
 )
-from maskgate.edge.core.imageio import IMAGE_SUFFIXES, read_image
+from maskgate.edge.core.imageio import read_image
 from maskgate.edge.core.preprocess import prepare_face
+from maskgate.edge.gate import sources
 
 from .config import ExplainConfig
 from .rundir import write_json
@@ -139,26 +139,14 @@ def _output_shape(layer) -> tuple:
 
 
 def image_paths(specs: list[Path]) -> list[Path]:
-    """Files, folders (their images, one level deep) and globs, in the order given, without repeats."""
+    """Files, folders (their images, one level deep) and globs, in the order given, without repeats:
+    each read as every command reads a source of images (``gate.sources.image_paths``)."""
     found: list[Path] = []
     for spec in specs:
-        text = str(spec)
-        if spec.is_file():
-            found.append(spec)
-        elif spec.is_dir():
-            found += sorted(
-                p for p in spec.iterdir()
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-            )  # fmt: skip
-        elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
-            if not matches:
-                raise ConfigError(f"--source {text}: the pattern matches no file")
-            found += matches
-        else:
-            raise ConfigError(f"--source {text}: no such file or folder")
-    if not found:
-        raise ConfigError(f"--source {' '.join(map(str, specs))}: no images found")
+        try:
+            found += sources.image_paths(str(spec))
+        except ConfigError as e:  # "source X: why" -> "--source X: why", the flag the user typed
+            raise ConfigError(f"--source {spec}: {str(e).rsplit(': ', 1)[-1]}") from None
     return list(dict.fromkeys(found))
 
 
