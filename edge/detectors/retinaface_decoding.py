@@ -1,0 +1,121 @@
+"""RetinaFace post-processing in numpy: anchors, box and landmark decoding, suppression.
+
+RetinaFace-MobileNet0.25 (biubug6/Pytorch_Retinaface) is a single-shot multibox
+detector: three feature maps (strides 8, 16, 32), two square anchors per cell
+(16/32, 64/128 and 256/512 px), and per anchor a box offset, two class logits and
+five landmark offsets. Only the network runs on LiteRT; turning its outputs into
+faces happens here, with that repository's semantics: anchors row-major over the
+cells, the anchor size innermost; offsets encoded against the anchor's centre and
+size with variances 0.1 (centres, landmarks) and 0.2 (sizes); greedy NMS over the
+best ``top_k`` candidates (``core.geometry.nms``). Everything is vectorised and the
+anchors of a frame size are computed once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.geometry import nms
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """The anchor layout of RetinaFace-MobileNet0.25 as trained (its ``cfg_mnet``)."""
+
+    min_sizes: tuple[tuple[float, ...], ...] = ((16.0, 32.0), (64.0, 128.0), (256.0, 512.0))
+    steps: tuple[int, ...] = (8, 16, 32)
+    variances: tuple[float, float] = (0.1, 0.2)
+    clip: bool = False
+
+    def feature_shapes(self, width: int, height: int) -> list[tuple[int, int]]:
+        """(rows, columns) of each feature map for an input of ``width`` x ``height``."""
+        return [(math.ceil(height / s), math.ceil(width / s)) for s in self.steps]
+
+    def anchors(self, width: int, height: int) -> np.ndarray:
+        """N x 4 anchors (centre x, centre y, width, height), normalised to the input, in the network's
+        output order: map by map, cells row-major, anchor sizes innermost."""
+        parts = []
+        maps = zip(self.feature_shapes(width, height), self.steps, self.min_sizes, strict=True)
+        for (rows, cols), step, sizes in maps:
+            ys, xs = (np.arange(rows) + 0.5) * step / height, (np.arange(cols) + 0.5) * step / width
+            cy, cx = np.meshgrid(ys, xs, indexing="ij")
+            a = len(sizes)
+            sw = np.asarray(sizes, np.float64) / width
+            sh = np.asarray(sizes, np.float64) / height
+            grid = np.stack(
+                [
+                    np.repeat(cx[..., None], a, axis=-1),
+                    np.repeat(cy[..., None], a, axis=-1),
+                    np.broadcast_to(sw, (rows, cols, a)),
+                    np.broadcast_to(sh, (rows, cols, a)),
+                ],
+                axis=-1,
+            )
+            parts.append(grid.reshape(-1, 4))
+        out = np.concatenate(parts)
+        return np.clip(out, 0.0, 1.0) if self.clip else out
+
+
+def decode_boxes(loc: np.ndarray, anchors: np.ndarray, variances: tuple[float, float]) -> np.ndarray:
+    """N x 4 offsets against N x 4 anchors as normalised x1, y1, x2, y2."""
+    centre = anchors[:, :2] + loc[:, :2] * variances[0] * anchors[:, 2:]
+    size = anchors[:, 2:] * np.exp(loc[:, 2:] * variances[1])
+    return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+
+
+def decode_landmarks(pre: np.ndarray, anchors: np.ndarray, variances: tuple[float, float]) -> np.ndarray:
+    """N x 10 landmark offsets (five x, y pairs) as normalised points: eyes, nose tip, mouth corners."""
+    points = pre.reshape(-1, 5, 2) * variances[0] * anchors[:, None, 2:] + anchors[:, None, :2]
+    return points.reshape(-1, 10)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class RetinaFaceOutput:
+    """Network outputs to faces: rows of [score, x1, y1, x2, y2, 10 landmark coordinates], normalised,
+    best first."""
+
+    spec: AnchorSpec = AnchorSpec()
+    nms_threshold: float = 0.4
+    top_k: int = 5000
+    keep_top_k: int = 750
+    confidence_threshold: float = 0.02
+
+    ANCHOR_CACHE = 4  # frame sizes whose anchors are kept ("frame" input over photos of many sizes)
+    _anchors: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    def anchors(self, width: int, height: int) -> np.ndarray:
+        key = (width, height)
+        if key in self._anchors:
+            self._anchors.move_to_end(key)
+        else:
+            self._anchors[key] = self.spec.anchors(width, height)
+            while len(self._anchors) > self.ANCHOR_CACHE:
+                self._anchors.popitem(last=False)
+        return self._anchors[key]
+
+    def __call__(
+        self, loc: np.ndarray, conf: np.ndarray, landmarks: np.ndarray, width: int, height: int, *,
+        probabilities: bool = False,
+    ) -> np.ndarray:  # fmt: skip
+        """``loc`` N x 4, ``conf`` N x 2 (logits, or ``probabilities``), ``landmarks`` N x 10."""
+        anchors = self.anchors(width, height)
+        loc, conf, landmarks = (
+            np.asarray(a, np.float64).reshape(len(anchors), -1) for a in (loc, conf, landmarks)
+        )
+        scores = (conf if probabilities else softmax(conf))[:, 1]
+        keep = np.nonzero(scores > self.confidence_threshold)[0]
+        if not len(keep):
+            return np.zeros((0, 15))
+        boxes = decode_boxes(loc[keep], anchors[keep], self.spec.variances)
+        order = nms(boxes, scores[keep], self.nms_threshold, self.top_k)[: self.keep_top_k]
+        points = decode_landmarks(landmarks[keep][order], anchors[keep][order], self.spec.variances)
+        return np.concatenate([scores[keep][order, None], boxes[order], points], axis=1)
