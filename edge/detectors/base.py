@@ -8,6 +8,8 @@ floor and the confidence floor are the same whatever network found the face.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,3 +65,27 @@ def boxes_from_normalized(
     order = np.argsort(-rows[keep, 0], kind="stable")
     kept_boxes, kept_scores = xyxy[keep][order].astype(int), rows[keep, 0][order]
     return [Detection(tuple(map(int, b)), float(s)) for b, s in zip(kept_boxes, kept_scores, strict=True)]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities from a detector head's logits (last axis)."""
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class SizeCache:
+    """Anchors (or prior boxes) per input size, the last ``size`` sizes kept: computed once per size,
+    yet a detector at the frame's own size over photos of many sizes cannot grow without bound."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+
+    def get(self, key: Hashable, make: Callable[[], np.ndarray]) -> np.ndarray:
+        if key in self._items:
+            self._items.move_to_end(key)
+        else:
+            self._items[key] = make()
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return self._items[key]

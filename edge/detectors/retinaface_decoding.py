@@ -14,12 +14,12 @@ anchors of a frame size are computed once.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..core.geometry import nms
+from .base import SizeCache, softmax
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,6 @@ def decode_landmarks(pre: np.ndarray, anchors: np.ndarray, variances: tuple[floa
     return points.reshape(-1, 10)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 @dataclass
 class RetinaFaceOutput:
     """Network outputs to faces: rows of [score, x1, y1, x2, y2, 10 landmark coordinates], normalised,
@@ -89,18 +84,10 @@ class RetinaFaceOutput:
     keep_top_k: int = 750
     confidence_threshold: float = 0.02
 
-    ANCHOR_CACHE = 4  # frame sizes whose anchors are kept ("frame" input over photos of many sizes)
-    _anchors: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _anchors: SizeCache = field(default_factory=SizeCache, repr=False)
 
     def anchors(self, width: int, height: int) -> np.ndarray:
-        key = (width, height)
-        if key in self._anchors:
-            self._anchors.move_to_end(key)
-        else:
-            self._anchors[key] = self.spec.anchors(width, height)
-            while len(self._anchors) > self.ANCHOR_CACHE:
-                self._anchors.popitem(last=False)
-        return self._anchors[key]
+        return self._anchors.get((width, height), lambda: self.spec.anchors(width, height))
 
     def __call__(
         self, loc: np.ndarray, conf: np.ndarray, landmarks: np.ndarray, width: int, height: int, *,

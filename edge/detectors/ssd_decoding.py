@@ -11,7 +11,6 @@ priors are computed once per input size and cached.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from ..core.geometry import nms
 from ..core.metadata import SsdHead
+from .base import SizeCache, softmax
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,6 @@ def decode(loc: np.ndarray, priors: np.ndarray) -> np.ndarray:
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 @dataclass
 class DetectionOutput:
     """What Caffe's DetectionOutput layer does for a one-class (face) SSD."""
@@ -115,22 +110,16 @@ class DetectionOutput:
     keep_top_k: int = 200
     confidence_threshold: float = 0.01
 
-    PRIOR_CACHE = 4  # input sizes whose priors are kept: "frame" over photos of many sizes must not grow
-
     def __post_init__(self) -> None:
-        self._priors: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._priors = SizeCache()
 
     def priors(self, shapes: Sequence[tuple[int, int]], width: int, height: int) -> np.ndarray:
-        key = (tuple(shapes), width, height)
-        if key in self._priors:
-            self._priors.move_to_end(key)
-        else:
-            self._priors[key] = np.concatenate(
+        return self._priors.get(
+            (tuple(shapes), width, height),
+            lambda: np.concatenate(
                 [h.priors(fh, fw, width, height) for h, (fh, fw) in zip(self.heads, shapes, strict=True)]
-            )
-            while len(self._priors) > self.PRIOR_CACHE:
-                self._priors.popitem(last=False)
-        return self._priors[key]
+            ),
+        )
 
     def __call__(
         self, locs: Sequence[np.ndarray], logits: Sequence[np.ndarray], width: int, height: int
