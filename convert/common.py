@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from maskgate.edge.core import atomic, sysinfo
-from maskgate.edge.core.errors import MaskgateError, OutputExistsError
+from maskgate.edge.core.errors import MaskgateError, ModelFileError, OutputExistsError
 from maskgate.edge.core.litert import load_interpreter, runtime_name
 from maskgate.edge.core.metadata import FORMAT, VERSION, Quantization
 from maskgate.edge.core.timing import measure, summarize
@@ -85,9 +85,9 @@ def tflite_latency(
     """Milliseconds per invocation on one input, after warm-up: a benchmark, not a test.
 
     ``image`` is the model's input as it is (a prepared face or scene), unless ``size``
-    (width, height) is given: then the input is set to that size and the frame resized to it
-    within each timed run, on ``threads`` OpenCV threads, as OpenCV's ``blobFromImage`` does in the
-    run it is compared with.
+    (width, height) is given: then the input is set to that size and the frame, unless it has that
+    size already, resized to it within each timed run, on ``threads`` OpenCV threads, as OpenCV's
+    ``blobFromImage`` does in the run it is compared with.
     """
     it = load_interpreter(model, num_threads=threads)
     d = it.get_input_details()[0]
@@ -99,9 +99,26 @@ def tflite_latency(
         it.allocate_tensors()
 
     def run(_: object) -> None:
-        x = image if size is None else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        same = size is None or (image.shape[1], image.shape[0]) == tuple(size)
+        x = image if same else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         it.set_tensor(d["index"], x[None].astype(d["dtype"], copy=False))
         it.invoke()
 
     wall, _ = measure(run, range(runs), warmup=warmup)
     return summarize(wall)
+
+
+def output_order(tflite: bytes, n_outputs: int) -> list[int]:
+    """Position in the interpreter's output list of each Keras output, in Keras's order.
+
+    Shapes cannot tell the heads apart (the SSD has three 5x5 heads at 300x300, RetinaFace's
+    heads of one level share their size);
+    the model's signature keeps Keras's output order as ``output_0``, ``output_1``, ...
+    """
+    it = load_interpreter(tflite)
+    by_name = {name: d["index"] for name, d in it.get_signature_runner().get_output_details().items()}
+    positions = {d["index"]: k for k, d in enumerate(it.get_output_details())}
+    try:
+        return [positions[by_name[f"output_{k}"]] for k in range(n_outputs)]
+    except KeyError as e:
+        raise ModelFileError(f"the converted detector's signature lacks {e}; cannot order its heads") from e

@@ -65,6 +65,31 @@ class DetectorConvertConfig(Section):
     _check = field_validator("sizes")(lambda v: check_sizes(v))
 
 
+class RetinaFaceConvertConfig(Section):
+    out: Path = Field(description="bundle directory to create (must not exist)")
+    representative: Path | None = Field(
+        None,
+        description="scene images, of which the 'tune' side of the project's scene split is used to "
+        "calibrate and verify (default: $MASKGATE_SHARED/data/scenes/images)",
+    )
+    samples: int = Field(200, ge=8, le=5000, description="calibration scenes, drawn seeded")
+    verify_images: int = Field(150, ge=10, le=10000, description="held-out scenes to verify on")
+    max_side: int = Field(
+        640, ge=32, le=4096, description="longest input side the device feeds (larger frames are scaled down)"
+    )
+    verify_confidence: float = Field(
+        0.5, ge=0.05, le=0.99, description="float-model detections from this score on must be found by int8"
+    )
+    # int8 RetinaFace finds about 93 % of its float model's faces at the same score (scores move more
+    # than the SSD's: a 0.25-wide MobileNet has few channels to average noise over); a conversion
+    # without the rebuild's LeakyReLU split found 83 %. The default refuses that, not the model.
+    tolerance: float = Field(
+        0.90, ge=0.0, le=1.0, description="refuse when int8 finds fewer of the float model's faces than this"
+    )
+    latency_runs: int = Field(30, ge=0, le=10000, description="timed runs per model and thread count")
+    seed: int = Field(1337, ge=0, description="seed for drawing calibration and verification scenes")
+
+
 class SegmenterConvertConfig(Section):
     model: Path = Field(description="train-unet run directory (or its model.keras)")
     out: Path = Field(description="bundle directory to create (must not exist)")

@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 
 from maskgate.edge.core import atomic, bundle, fetch
-from maskgate.edge.core.errors import DataError, MaskgateError, ModelFileError
+from maskgate.edge.core.errors import DataError, MaskgateError
 from maskgate.edge.core.imageio import IMAGE_SUFFIXES, read_image
-from maskgate.edge.core.litert import load_interpreter
 from maskgate.edge.core.metadata import DetectorInput, DetectorMetadata, Metrics, SsdHead, SsdSpec
 from maskgate.edge.core.preprocess import describe_ssd as describe_preprocessing
 from maskgate.edge.core.sysinfo import resolve_threads
@@ -32,7 +31,15 @@ from maskgate.edge.detectors.ssd import SSD_PROTOTXT, SSD_WEIGHTS, SsdInt8Detect
 from maskgate.edge.tools.scoring import match_scored
 
 from . import report
-from .common import FLOAT_NAME, INT8_NAME, ConversionRefused, bundle_fields, check_output, tflite_latency
+from .common import (
+    FLOAT_NAME,
+    INT8_NAME,
+    ConversionRefused,
+    bundle_fields,
+    check_output,
+    output_order,
+    tflite_latency,
+)
 from .config import DetectorConvertConfig
 from .quantize import to_tflite
 
@@ -58,21 +65,6 @@ def _read(paths: list[Path]) -> list[np.ndarray]:
         except MaskgateError as e:
             logger.warning("skipped %s: %s", p.name, e)
     return images
-
-
-def output_order(tflite: bytes, n_outputs: int) -> list[int]:
-    """Position in the interpreter's output list of each Keras output (loc0, conf0, loc1, ...).
-
-    Shapes cannot tell the heads apart (this SSD has three 5x5 heads at 300x300);
-    the model's signature keeps Keras's output order as ``output_0``, ``output_1``, ...
-    """
-    it = load_interpreter(tflite)
-    by_name = {name: d["index"] for name, d in it.get_signature_runner().get_output_details().items()}
-    positions = {d["index"]: k for k, d in enumerate(it.get_output_details())}
-    try:
-        return [positions[by_name[f"output_{k}"]] for k in range(n_outputs)]
-    except KeyError as e:
-        raise ModelFileError(f"the converted detector's signature lacks {e}; cannot order its heads") from e
 
 
 def verify(

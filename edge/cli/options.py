@@ -151,7 +151,7 @@ def config_from_args(model: type[BaseModel], args: argparse.Namespace):
 SHORTCUTS = {
     "source": ("source.uri", "sets source.uri: picamera, a camera index, video, URL, image, folder or glob"),
     "bundle": ("classifier.bundle", "sets classifier.bundle: a classifier bundle folder"),
-    "detector": ("detector.backend", "sets detector.backend (ssd-int8, ssd-opencv, unet)"),
+    "detector": ("detector.backend", "sets detector.backend (retinaface-int8, ssd-int8, ssd-opencv, unet)"),
 }
 
 

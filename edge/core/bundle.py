@@ -204,10 +204,10 @@ def check_model(folder: Path, name: str, meta: BundleMetadata, *, float_model: b
             raise ModelFileError(
                 f"bundle {folder}: {name} takes {shape} {dtype} input, metadata says NHWC {expected}"
             )
-        if len(outputs) != len(meta.ssd.outputs):
+        if len(outputs) != len(meta.output_order):
             raise ModelFileError(
                 f"bundle {folder}: {name} has {len(outputs)} outputs, the metadata describes "
-                f"{len(meta.ssd.outputs)} ({len(meta.ssd.heads)} heads)"
+                f"{len(meta.output_order)} ({meta.network} heads)"
             )
         return
     side = meta.input_size
@@ -234,7 +234,7 @@ def expected_preprocessing(meta: BundleMetadata) -> dict[str, Any]:
         return preprocess.describe(meta.input_size)
     if meta.kind == "segmenter":
         return preprocess.describe_scene(meta.input_size)
-    return preprocess.describe_ssd()
+    return preprocess.describe_ssd() if meta.network == "ssd" else preprocess.describe_retinaface()
 
 
 def parse_metadata(data: str | dict[str, Any] | BundleMetadata, where: str) -> BundleMetadata:

@@ -162,19 +162,68 @@ class SsdSpec(Strict):
         return self
 
 
+LANDMARKS = ("right_eye", "left_eye", "nose", "right_mouth", "left_mouth")  # as RetinaFace predicts them
+
+
+AnchorSizes = Annotated[list[PositiveSize], Field(min_length=1, max_length=8)]
+
+
+class RetinaFaceSpec(Strict):
+    """RetinaFace's anchors per feature map, which interpreter output is which, and its NMS limits."""
+
+    min_sizes: Annotated[list[AnchorSizes], Field(min_length=1, max_length=8)]
+    steps: Annotated[list[Annotated[int, Field(ge=1, le=1024)]], Field(min_length=1, max_length=8)]
+    variances: tuple[Annotated[float, Field(gt=0.0, le=10.0)], Annotated[float, Field(gt=0.0, le=10.0)]]
+    # interpreter output index of loc0, conf0, landmarks0, loc1, ... (logits, not probabilities)
+    outputs: list[Annotated[int, Field(ge=0)]] = Field(description="RetinaFace's output order")
+    landmarks: tuple[str, str, str, str, str] = LANDMARKS
+    nms_threshold: Annotated[float, Field(gt=0.0, le=1.0)]
+    top_k: Annotated[int, Field(ge=1, le=100_000)]
+    keep_top_k: Annotated[int, Field(ge=1, le=100_000)]
+    confidence_threshold: Annotated[float, Field(ge=0.0, lt=1.0)]
+
+    @model_validator(mode="after")
+    def _levels(self) -> RetinaFaceSpec:
+        if len(self.min_sizes) != len(self.steps):
+            raise ValueError(f"{len(self.min_sizes)} anchor size lists for {len(self.steps)} steps")
+        n = 3 * len(self.steps)
+        if sorted(self.outputs) != list(range(n)):
+            raise ValueError(f"outputs must order the {n} head outputs (0..{n - 1}) once each")
+        return self
+
+
 class DetectorInput(Strict):
     dtype: Literal["uint8"]
     size: tuple[Side, Side] | None = None  # None: any size, a multiple of size_multiple
     size_multiple: Annotated[int, Field(ge=1, le=64)]
     layout: Literal["NHWC"]
+    # RetinaFace: the frame's own size by default, scaled down to this longer side at most
+    max_side: Annotated[int, Field(ge=32, le=4096)] | None = None
 
 
 class DetectorMetadata(_Common):
-    """A face detector: a BGR frame in, SSD head outputs out (decoded on the device)."""
+    """A face detector: a BGR frame in, head outputs out (decoded on the device): an SSD's, or
+    RetinaFace's (boxes and five landmarks)."""
 
     kind: Literal["detector"]
     input: DetectorInput
-    ssd: SsdSpec = Field(description="the SSD's prior boxes and output order")
+    ssd: SsdSpec | None = Field(None, description="the SSD's prior boxes and output order")
+    retinaface: RetinaFaceSpec | None = Field(None, description="RetinaFace's anchors and output order")
+
+    @model_validator(mode="after")
+    def _one_network(self) -> DetectorMetadata:
+        if (self.ssd is None) == (self.retinaface is None):
+            raise ValueError("a detector bundle describes exactly one network: 'ssd' or 'retinaface'")
+        return self
+
+    @property
+    def network(self) -> str:
+        """Which detector network the bundle holds: ``ssd`` or ``retinaface``."""
+        return "ssd" if self.ssd is not None else "retinaface"
+
+    @property
+    def output_order(self) -> list[int]:
+        return list((self.ssd or self.retinaface).outputs)
 
 
 # --- segmenter ----------------------------------------------------------------------------------

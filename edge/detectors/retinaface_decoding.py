@@ -60,6 +60,16 @@ class AnchorSpec:
         return np.clip(out, 0.0, 1.0) if self.clip else out
 
 
+def flatten_heads(heads: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The network's nine NHWC head outputs (loc0, conf0, landmarks0, loc1, ...) as N x 4 offsets,
+    N x 2 logits and N x 10 landmark offsets in anchor order: level by level, cells row-major,
+    anchors innermost (the ONNX model's own three outputs, before its softmax)."""
+    loc, conf, marks = (
+        np.concatenate([np.asarray(h).reshape(-1, k) for h in heads[j::3]]) for j, k in enumerate((4, 2, 10))
+    )
+    return loc, conf, marks
+
+
 def decode_boxes(loc: np.ndarray, anchors: np.ndarray, variances: tuple[float, float]) -> np.ndarray:
     """N x 4 offsets against N x 4 anchors as normalised x1, y1, x2, y2."""
     centre = anchors[:, :2] + loc[:, :2] * variances[0] * anchors[:, 2:]

@@ -65,7 +65,7 @@ class SsdOpenCvDetector(FaceDetector):
         return cls(
             fetch.ensure(SSD_PROTOTXT),
             fetch.ensure(SSD_WEIGHTS),
-            input_size=cfg.input_size,
+            input_size=cfg.input_size if cfg.input_size is not None else (300, 300),
             confidence=cfg.confidence,
             min_face_px=cfg.min_face_px,
             threads=cfg.threads,
@@ -110,6 +110,11 @@ class SsdInt8Detector(FaceDetector):
         min_face_px: int = 16,
         threads: int = 0,
     ) -> None:
+        if bundle.metadata.network != "ssd":
+            raise ModelFileError(
+                f"bundle {bundle.path} holds a {bundle.metadata.network} detector; detector.backend "
+                f'{self.name} needs an SSD bundle (use detector.backend = "{bundle.metadata.network}-int8")'
+            )
         self.bundle = bundle
         self._interpreter = load_interpreter(bundle.model_path, num_threads=resolve_threads(threads))
         spec = bundle.metadata.ssd
@@ -136,7 +141,7 @@ class SsdInt8Detector(FaceDetector):
     def from_config(cls, cfg: DetectorConfig) -> SsdInt8Detector:
         return cls(
             load_bundle(cfg.bundle or default_bundle_path("detector"), kind="detector"),
-            input_size=cfg.input_size,
+            input_size=cfg.input_size if cfg.input_size is not None else (300, 300),
             confidence=cfg.confidence,
             min_face_px=cfg.min_face_px,
             threads=cfg.threads,

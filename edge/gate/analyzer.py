@@ -32,14 +32,18 @@ class Face:
     score: float  # probability of ``label``
     p_masked: float  # p(with_mask), plus p(incorrect) where that counts as masked
     masked: bool  # what the gate counts: p_masked >= threshold, as FAR and FRR count it
+    landmarks: tuple[tuple[int, int], ...] | None = None  # eyes, nose tip, mouth corners (RetinaFace)
 
     def as_json(self) -> dict:
-        return {
+        row = {
             "box": list(self.box),
             "label": self.label,
             "score": round(self.score, 4),
             "detection_score": round(self.detection_score, 4),
         }
+        if self.landmarks is not None:
+            row["landmarks"] = [list(p) for p in self.landmarks]
+        return row
 
 
 @dataclass
@@ -130,7 +134,15 @@ class FrameAnalyzer:
             k = int(p.argmax())
             p_masked = float(p[self._masked_idx].sum())
             faces.append(
-                Face(d.box, d.score, self.classes[k], float(p[k]), p_masked, p_masked >= self.threshold)
+                Face(
+                    d.box,
+                    d.score,
+                    self.classes[k],
+                    float(p[k]),
+                    p_masked,
+                    p_masked >= self.threshold,
+                    d.landmarks,
+                )
             )
         ms = 1000.0
         return Analysis(faces, Timings((t1 - t0) * ms, (t2 - t1) * ms, (t3 - t2) * ms))

@@ -10,7 +10,7 @@ GREEN, RED, AMBER = (60, 180, 60), (40, 40, 220), (0, 170, 255)
 
 
 def annotate(image: np.ndarray, faces) -> np.ndarray:
-    """A copy of ``image`` with each face's box and ``label score`` drawn."""
+    """A copy of ``image`` with each face's box and ``label score`` drawn, and its landmarks as dots."""
     import cv2
 
     out = image.copy()
@@ -19,6 +19,8 @@ def annotate(image: np.ndarray, faces) -> np.ndarray:
         color = GREEN if f.label == MASKED else RED if f.label == UNMASKED else AMBER
         x1, y1, x2, y2 = f.box
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
+        for x, y in getattr(f, "landmarks", None) or ():
+            cv2.circle(out, (int(x), int(y)), thick + 1, color, -1, cv2.LINE_AA)
         text = f"{f.label} {f.score:.2f}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, thick)
         ty = y1 - 4 if y1 - th - base - 4 >= 0 else y2 + th + 4

@@ -2,7 +2,8 @@
 
 Each line is ``{"image": name}`` (or ``{"frame": n}`` for videos and cameras)
 with ``"faces": [{"box": [x1, y1, x2, y2], "label", "score",
-"detection_score"}]`` in pixels of the original frame, plus ``"ms"``, the
+"detection_score"}]`` in pixels of the original frame (and ``"landmarks"``, five
+[x, y] points, from detectors that predict them), plus ``"ms"``, the
 frame's detect + classify time. The JSONL file and the ``--annotate`` folder
 appear only when the run completes; an interrupted run leaves neither.
 """
