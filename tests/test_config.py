@@ -13,7 +13,12 @@ from maskgate.edge.gate.config import GateConfig, build, load, parse_override, r
 
 def test_defaults_are_a_complete_configuration():
     cfg = GateConfig()
-    assert cfg.detector.input_size == (300, 300)
+    assert cfg.detector.backend == "retinaface-int8" and cfg.detector.input_size is None  # the backend's own
+    assert cfg.decision.min_detection_score == 0.7  # the backend's, unless set
+    ssd = build({"detector": {"backend": "ssd-int8"}})
+    assert ssd.decision.min_detection_score == 0.5
+    set_ = build({"detector": {"backend": "ssd-int8"}, "decision": {"min_detection_score": 0.9}})
+    assert set_.decision.min_detection_score == 0.9
     assert cfg.outputs.relay_pin == 17 and cfg.decision.pulse_s == 3.0
     assert cfg.service.snapshot_dir is None  # no images stored unless asked
 
@@ -42,7 +47,7 @@ def test_shipped_example_configs_are_valid_and_document_every_key(name):
         ("[detector]\ninput_size = 'big'", "detector.input_size"),
         (
             "[detector]\nbackend = 'yolo'",
-            "detector.backend: Input should be 'ssd-int8', 'ssd-opencv' or 'unet'",
+            "detector.backend: Input should be 'retinaface-int8', 'ssd-int8', 'ssd-opencv' or 'unet'",
         ),
         ("[outputs]\npin_factory = 'gpio'", "outputs.pin_factory"),
         ("[outputs]\nrelay_pin = 17\nred_pin = 17", "outputs: pin 17 is given to more than one output"),

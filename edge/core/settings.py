@@ -9,6 +9,7 @@ field's own description.
 
 from __future__ import annotations
 
+import types
 import typing
 from collections.abc import Callable
 
@@ -31,6 +32,9 @@ def describe(err: dict, root: type[BaseModel], *, name: Callable[[str], str] | N
     name = name or (lambda key: key)
     model, path, rest, field = root, [], list(err["loc"]), None
     while rest:
+        optional = [a for a in typing.get_args(model) if a is not type(None)]
+        if typing.get_origin(model) in (typing.Union, types.UnionType) and len(optional) == 1:
+            model = optional[0]  # X | None: walk into X
         if isinstance(model, type) and issubclass(model, BaseModel) and rest[0] in model.model_fields:
             field = model.model_fields[rest[0]]
             model = field.annotation

@@ -22,15 +22,22 @@ BACKENDS: dict[str, str] = {
     "unet": "maskgate.edge.detectors.unet:UnetDetector",
 }
 
+# The detection score from which the gate acts (``decision.min_detection_score``) unless set, per
+# backend, since scores mean different things to different networks. Chosen on the tune side of the
+# scene split (docs/runtime.md): the lowest score whose false boxes of 40 px and more per scene do
+# not exceed those of the SSD at its long-standing 0.5.
+GATE_MIN_SCORE: dict[str, float] = {"retinaface-int8": 0.7, "ssd-int8": 0.5, "ssd-opencv": 0.5, "unet": 0.5}
+
 Backend = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]
 Side = Annotated[int, Field(ge=32, le=4096)]
 
 
 class DetectorConfig(Section):
     backend: Backend = Field(
-        "ssd-int8",
-        description="face detector: 'ssd-int8' (the SSD in int8 on LiteRT), 'ssd-opencv' (float, cv2.dnn) "
-        "or 'unet' (face regions of an int8 U-Net segmenter on LiteRT)",
+        "retinaface-int8",
+        description="face detector: 'retinaface-int8' (RetinaFace-MobileNet0.25 in int8 on LiteRT, with "
+        "landmarks), 'ssd-int8' (OpenCV's SSD in int8 on LiteRT), 'ssd-opencv' (the SSD in float, "
+        "cv2.dnn) or 'unet' (face regions of an int8 U-Net segmenter on LiteRT)",
     )
     bundle: Path | None = Field(
         None,

@@ -109,7 +109,7 @@ class FrameAnalyzer:
             threads=classifier.threads,
             threshold=classifier.threshold,
             incorrect_is_masked=classifier.incorrect_is_masked,
-            min_score=decision.min_detection_score if decision else 0.0,
+            min_score=(decision.min_detection_score or 0.0) if decision else 0.0,
             min_height=decision.min_face_px if decision else 0,
         )
 

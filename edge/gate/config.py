@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from ..core.errors import ConfigError
 from ..core.settings import Section, error_lines
-from ..detectors.config import DetectorConfig
+from ..detectors.config import GATE_MIN_SCORE, DetectorConfig
 
 DEFAULT_PATH = Path("/etc/maskgate/config.toml")
 CONFIG_ENV = "MASKGATE_CONFIG"
@@ -142,8 +142,12 @@ class DecisionConfig(Section):
     min_face_px: int = Field(
         40, ge=1, le=4096, description="faces smaller than this (box height, px) are too far to decide on"
     )
-    min_detection_score: float = Field(
-        0.5, ge=0.01, le=0.99, description="fainter detections neither open nor block the gate"
+    min_detection_score: float | None = Field(
+        None,
+        ge=0.01,
+        le=0.99,
+        description="fainter detections neither open nor block the gate (default: the detector "
+        "backend's, 0.7 for retinaface-int8, 0.5 for the others)",
     )
     pulse_s: float = Field(3.0, gt=0, le=60, description="how long the relay stays on per unlock")
     cooldown_s: float = Field(2.0, ge=0, le=600, description="wait after a pulse before the next unlock")
@@ -219,6 +223,17 @@ class GateConfig(Section):
     decision: DecisionConfig = DecisionConfig()
     outputs: OutputsConfig = OutputsConfig()
     service: ServiceConfig = ServiceConfig()
+
+    @model_validator(mode="after")
+    def _backend_defaults(self) -> GateConfig:
+        """Fill ``decision.min_detection_score`` from the detector backend when it is not set."""
+        if self.decision.min_detection_score is None:
+            score = GATE_MIN_SCORE[self.detector.backend]
+            # frozen: the one place a default depends on another section is settled here, at validation
+            object.__setattr__(
+                self, "decision", self.decision.model_copy(update={"min_detection_score": score})
+            )
+        return self
 
 
 def build(data: dict[str, Any], origin: str = "configuration") -> GateConfig:
