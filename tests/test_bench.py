@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_one_line_error, face, maskgate
+from maskgate.edge.core import scene_split
 from maskgate.edge.tools import bench
 from maskgate.edge.tools.bench import (
     SCHEMA,
@@ -147,7 +148,11 @@ def test_a_short_run_writes_the_stable_json_schema(frames_dir, tmp_path, shared_
     assert set(doc["variants"]) == {"int8"}  # the shipped bundle has no float model, and no TensorFlow here
     assert doc["skipped"]["keras"].startswith("TensorFlow is not installed")
     assert "float32 model" in doc["skipped"]["float32"]
-    assert set(doc["detectors"]) == {"ssd-int8@300x300", "ssd-opencv@300x300"}
+    assert set(doc["detectors"]) == {
+        "retinaface-int8@frame", "retinaface-float32@frame", "ssd-int8@300x300", "ssd-opencv@300x300"
+    }  # fmt: skip
+    assert doc["variants"]["int8"]["what"] == "retinaface-int8 + int8 classifier"  # the gate's own detector
+    assert doc["detectors"]["retinaface-int8@frame"]["vs_float32"]["reference_faces"] == 0  # no faces here
     for key in ("cpu", "cores", "os", "python"):
         assert key in doc["machine"]
     assert doc["libraries"]["runtime"] in ("ai-edge-litert", "tflite-runtime") and doc["peak_rss_mb"] > 0
@@ -172,4 +177,11 @@ def test_agreement_and_scenes_metric_on_hand_made_faces():
     assert (a["reference_faces"], a["found"], a["recall"]) == (2, 1, 0.5)  # 0.45 is below the bar
     truth = {"a.jpg": [("with_mask", (0, 0, 40, 40)), ("without_mask", (100, 0, 140, 40))]}
     m = scenes_metric(truth, ["a.jpg", "a.jpg", None], [candidate[0], candidate[0], []])
-    assert m == {"images": 1, "faces": 2, "recall": 1.0, "end_to_end_accuracy": 0.5}  # repeats count once
+    assert m == {"images": 1, "side": None, "faces": 2, "recall": 1.0, "recall_masked": 1.0,
+                 "recall_unmasked": 1.0, "end_to_end_accuracy": 0.5,
+                 "extra_boxes_per_image": 1.0}  # fmt: skip
+    # repeats count once; one side of the scene split only
+    side = scene_split.side("a.jpg")
+    other = "report" if side == "tune" else "tune"
+    assert scenes_metric(truth, ["a.jpg"], [candidate[0]], side=side)["images"] == 1
+    assert scenes_metric(truth, ["a.jpg"], [candidate[0]], side=other)["images"] == 0

@@ -152,6 +152,11 @@ def test_validate_config_lists_every_problem_and_checks_the_bundles_it_names(env
     cfg.write_text(f'[classifier]\nbundle = "{tmp_path}"\n')
     r = maskgate("run", "--config", str(cfg), "--validate-config", env_extra=env)
     assert_one_line_error(r, "classifier.bundle", "not a maskgate bundle")
+    # a detector bundle of the other network: the backend would refuse it at start
+    ssd = REPO / "models" / "detector"
+    cfg.write_text(f'[detector]\nbackend = "retinaface-int8"\nbundle = "{ssd}"\n')
+    r = maskgate("run", "--config", str(cfg), "--validate-config", env_extra=env)
+    assert_one_line_error(r, "detector.bundle", "holds the ssd network; retinaface-int8 needs retinaface")
 
 
 def test_demo_run_prints_decisions_and_ends_with_the_relay_off(env, scenes):

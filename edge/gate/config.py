@@ -321,17 +321,26 @@ def model_problems(cfg: GateConfig) -> list[str]:
 
     checks = [("classifier.bundle", cfg.classifier.bundle or default_bundle_path("classifier"), "classifier")]
     d = cfg.detector
-    if d.backend == "ssd-int8":
-        checks.append(("detector.bundle", d.bundle or default_bundle_path("detector"), "detector"))
+    networks = {"ssd-int8": ("ssd", "detector"), "retinaface-int8": ("retinaface", "retinaface")}
+    if d.backend in networks:
+        checks.append(
+            ("detector.bundle", d.bundle or default_bundle_path(networks[d.backend][1]), "detector")
+        )
     elif d.backend == "unet":
         checks.append(("detector.segmenter_bundle", d.segmenter_bundle or default_bundle_path("segmenter"),
                        "segmenter"))  # fmt: skip
     problems = []
     for key, path, kind in checks:
         try:
-            load_bundle(path, kind=kind)
+            bundle = load_bundle(path, kind=kind)
         except MaskgateError as e:
             problems.append(f"{key}: {e}")
+            continue
+        want = networks.get(d.backend, (None,))[0] if key == "detector.bundle" else None
+        if want and bundle.metadata.network != want:
+            problems.append(
+                f"{key}: {path} holds a {bundle.metadata.network} detector; {d.backend} needs {want}"
+            )
     if d.backend == "ssd-opencv":
         from ..detectors.ssd import SSD_PROTOTXT, SSD_WEIGHTS
 

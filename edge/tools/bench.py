@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core import sysinfo, timing
+from ..core import scene_split, sysinfo, timing
 from ..core.bundle import default_bundle_path, load_bundle
 from ..core.errors import ConfigError, DataError
 from ..core.geometry import crop, expand_box
+from ..core.labels import MASKED, UNMASKED
 from ..core.litert import runtime_name
 from ..core.preprocess import prepare_face
 from ..core.progress import Progress, track
@@ -40,6 +41,7 @@ from ..core.timing import summarize
 from ..core.voc import annotation_files, parse_voc
 from ..detectors.base import FaceDetector
 from ..detectors.registry import make_detector
+from ..detectors.retinaface import RetinaFaceDetector
 from ..gate.analyzer import FrameAnalyzer
 from ..gate.classifier import classifier_from_bundle
 from ..gate.config import GateConfig, SourceConfig
@@ -209,11 +211,12 @@ def build_variants(
             )
         return Variant(name, analyzer, c.ms / 1000, note)
 
+    int8_backend = det_cfg.backend if det_cfg.backend != "ssd-opencv" else "ssd-int8"
     variants = [
         variant(
             "int8",
-            "ssd-int8 + int8 classifier",
-            det_cfg.model_copy(update={"backend": "ssd-int8"}),
+            f"{int8_backend} + int8 classifier",
+            det_cfg.model_copy(update={"backend": int8_backend}),
             lambda: classifier_from_bundle(bundle, num_threads=threads),
         )
     ]
@@ -317,33 +320,50 @@ def detector_profile(
     bundle = load_bundle(gate_cfg.classifier.bundle or default_bundle_path(), kind="classifier")
     out: dict[str, Any] = {}
     found: dict[str, list] = {}
+
+    def profile(key: str, analyzer: FrameAnalyzer) -> None:
+        series, faces = Series(), []
+        for image in frames[: cfg.warmup]:
+            analyzer.detector.detect(image)
+        deadline = time.monotonic() + cfg.duration if cfg.duration else None
+        for image in track(frames, f"detector {key}", unit="frames"):
+            analysis = analyzer.analyze(image)
+            series.ms.append(analysis.timings.detect)
+            faces.append(analysis.faces)
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        out[key] = series.stats()
+        found[key] = faces
+        if truth is not None:
+            out[key]["scenes"] = scenes_metric(truth, names, faces, side=cfg.scenes)
+
+    def analyzer_for(detector: FaceDetector) -> FrameAnalyzer:
+        return FrameAnalyzer(detector, bundle, margin=gate_cfg.detector.margin, threads=threads)
+
+    rf_cfg = gate_cfg.detector.model_copy(update={"backend": "retinaface-int8", "threads": threads})
+    rf_int8 = make_detector(rf_cfg)
+    for detector in (rf_int8, RetinaFaceDetector(
+        rf_int8.bundle, input_size=rf_int8.input_size, max_side=rf_int8.max_side,
+        confidence=rf_int8.confidence, min_face_px=rf_int8.min_face_px, threads=threads, float_model=True,
+    )):  # fmt: skip
+        analyzer = analyzer_for(detector)
+        size = detector.input_size
+        profile(f"{detector.name}@{size if size == 'frame' else 'x'.join(map(str, size))}", analyzer)
+        analyzer.close()
     for backend in ("ssd-int8", "ssd-opencv"):
         detector_cfg = gate_cfg.detector.model_copy(update={"backend": backend, "threads": threads})
-        analyzer = FrameAnalyzer(
-            make_detector(detector_cfg), bundle, margin=gate_cfg.detector.margin, threads=threads
-        )
+        analyzer = analyzer_for(make_detector(detector_cfg))
         for w, h in cfg.sizes:
-            key = f"{backend}@{w}x{h}"
             analyzer.detector.input_size = (w, h)
-            series, faces = Series(), []
-            for image in frames[: cfg.warmup]:
-                analyzer.detector.detect(image)
-            deadline = time.monotonic() + cfg.duration if cfg.duration else None
-            for image in track(frames, f"detector {key}", unit="frames"):
-                analysis = analyzer.analyze(image)
-                series.ms.append(analysis.timings.detect)
-                faces.append(analysis.faces)
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-            out[key] = series.stats()
-            found[key] = faces
-            if truth is not None:
-                out[key]["scenes"] = scenes_metric(truth, names, faces)
+            profile(f"{backend}@{w}x{h}", analyzer)
         analyzer.close()
     for w, h in cfg.sizes:
         int8, float_ = found[f"ssd-int8@{w}x{h}"], found[f"ssd-opencv@{w}x{h}"]
         n = min(len(int8), len(float_))  # under --duration the two may have seen different numbers of frames
         out[f"ssd-int8@{w}x{h}"]["vs_opencv"] = agreement(float_[:n], int8[:n], min_score=0.5)
+    rf = [k for k in found if k.startswith("retinaface")]
+    n = min(len(found[k]) for k in rf)
+    out[rf[0]]["vs_float32"] = agreement(found[rf[1]][:n], found[rf[0]][:n], min_score=0.5)
     return out
 
 
@@ -370,24 +390,35 @@ def voc_truth(voc: Path) -> dict[str, list]:
     return dict(parse_voc(x) for x in annotation_files(voc))
 
 
-def scenes_metric(truth: dict[str, list], names: list[str | None], faces: list[list]) -> dict[str, Any]:
-    """The scenes benchmark (``maskgate score``) on the frames that have annotations."""
+def scenes_metric(
+    truth: dict[str, list], names: list[str | None], faces: list[list], *, side: str | None = None
+) -> dict[str, Any]:
+    """The scenes benchmark (``maskgate score``) on the frames that have annotations, optionally only
+    those on one side of the scene split."""
     from collections import Counter
 
     total: Counter = Counter()
     seen = set()
     for name, frame_faces in zip(names, faces, strict=False):  # under --duration, faces may be fewer
-        if name in truth and name not in seen:  # a looping source repeats frames: count each image once
-            seen.add(name)
+        if name in truth and name not in seen and (side is None or scene_split.side(name) == side):
+            seen.add(name)  # a looping source repeats frames: count each image once
             total += match_image(
                 truth[name], [Prediction(f.box, f.label) for f in frame_faces], iou=0.4, min_height=32
             )
     n = total["faces"]
+
+    def ratio(a: str, b: str) -> float | None:
+        return total[a] / total[b] if total[b] else None
+
     return {
         "images": len(seen),
+        "side": side,
         "faces": n,
-        "recall": total["found"] / n if n else None,
-        "end_to_end_accuracy": total["right"] / n if n else None,
+        "recall": ratio("found", "faces"),
+        "recall_masked": ratio(f"found:{MASKED}", f"faces:{MASKED}"),
+        "recall_unmasked": ratio(f"found:{UNMASKED}", f"faces:{UNMASKED}"),
+        "end_to_end_accuracy": ratio("right", "faces"),
+        "extra_boxes_per_image": total["extra"] / len(seen) if seen else None,
     }
 
 
@@ -474,6 +505,13 @@ def ratios(run: dict[str, Any]) -> dict[str, float]:
         if key.startswith("ssd-int8@"):
             size = key.split("@")[1]
             out[f"detector_{size}_opencv_over_int8"] = d[f"ssd-opencv@{size}"]["mean"] / d[key]["mean"]
+    rf = next((k for k in d if k.startswith("retinaface-int8@")), None)
+    if rf is not None:  # medians: one slow frame (a crowd, a big scene) should not decide the ratio
+        for key in d:
+            if key.startswith(("ssd-int8@", "retinaface-float32@")):
+                out[f"detector_{key.replace('@', '_at_')}_over_{rf.split('@')[0]}"] = (
+                    d[key]["p50"] / d[rf]["p50"]
+                )
     return out
 
 
@@ -526,17 +564,28 @@ def format_table(result: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            f"{'detector (ms per frame)':34s}{'p50':>10s}{'p95':>10s}{'vs opencv':>11s}{'scenes e2e':>12s}",
+            f"{'detector (ms per frame)':34s}{'p50':>10s}{'p95':>10s}{'vs ref':>9s}"
+            + "".join(f"{c:>10s}" for c in ("recall", "masked", "unmasked", "e2e", "extra/img")),
         ]
         for name, d in run["detectors"].items():
-            vs = d.get("vs_opencv", {}).get("recall")
-            e2e = d.get("scenes", {}).get("end_to_end_accuracy")
+            vs = (d.get("vs_opencv") or d.get("vs_float32") or {}).get("recall")
+            sc = d.get("scenes") or {}
             lines.append(
                 f"{name:34s}"
                 + _num(d, "p50", 10)
                 + _num(d, "p95", 10)
-                + (f"{vs:11.4f}" if vs is not None else f"{'':11s}")
-                + (f"{e2e:12.4f}" if e2e is not None else "")
+                + (f"{vs:9.4f}" if vs is not None else f"{'':9s}")
+                + "".join(
+                    _num(sc, k, 10, 3)
+                    for k in ("recall", "recall_masked", "recall_unmasked", "end_to_end_accuracy")
+                )
+                + (_num(sc, "extra_boxes_per_image", 10) if sc else "")
+            )
+        if any(d.get("scenes") for d in run["detectors"].values()):
+            sides = {d["scenes"]["side"] for d in run["detectors"].values() if d.get("scenes")}
+            lines.append(
+                f"scenes: {', '.join(str(x or 'all') for x in sides)} side of the scene split; "
+                "'vs ref': ssd-int8 against ssd-opencv, retinaface-int8 against its float32 model"
             )
         for name, why in run["skipped"].items():
             lines.append(f"skipped {name}: {why}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -44,6 +44,10 @@ class BenchConfig(Section):
     )
     voc: Path | None = Field(
         None, description="VOC folder annotating the source's images: adds recall and the scenes metric"
+    )
+    scenes: Literal["tune", "report"] | None = Field(
+        None,
+        description="with --voc, score only the scenes on this side of the scene split (all are timed)",
     )
     json_out: Path | None = Field(
         None, description="write the figures as JSON", json_schema_extra={"flag": "--json"}
