@@ -205,7 +205,8 @@ def voc_dir(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def unet_run(tmp_path_factory):
     """A complete tiny train-unet run (6 generated scenes at 64 px, untrained encoder, one epoch per
-    phase), shared by the segmentation and conversion tests."""
+    phase), shared by the segmentation and conversion tests. Split as the shipped segmenter is
+    (``--scene-split``): scene3 is the one scene on the report side, so it is the test split."""
     from maskgate.train.segmentation.config import SegmentTrainConfig
     from maskgate.train.segmentation.run import train_unet
 
@@ -213,6 +214,6 @@ def unet_run(tmp_path_factory):
     voc = make_voc(tmp / "voc", scenes=6)
     cfg = SegmentTrainConfig(
         voc=voc, out=tmp / "run", input_size=64, weights="none", decoder_filters=8, batch_size=4, epochs=1,
-        fine_tune_epochs=1, val_fraction=0.2, test_fraction=0.2, overlays=2, seed=5,
+        fine_tune_epochs=1, val_fraction=0.2, scene_split=True, overlays=2, seed=5,
     )  # fmt: skip
     return train_unet(cfg, progress=False)

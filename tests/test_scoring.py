@@ -109,6 +109,53 @@ def test_score_over_a_folder_with_jsonl_round_trip_and_exclusions(tmp_path):
     assert (r["images"], r["images_excluded"], r["faces"]) == (2, 1, 3)
 
 
+def test_score_on_one_side_of_the_scene_split_also_with_exclusions(tmp_path):
+    from conftest import maskgate
+    from maskgate.edge.core.scene_split import side
+
+    # scene0 and scene4 are on the tune side, scene3 and scene6 on the report side (by name hash)
+    names = {"scene0": "tune", "scene3": "report", "scene4": "tune", "scene6": "report"}
+    assert {n: side(f"{n}.jpg") for n in names} == names
+    voc = write_voc(tmp_path / "voc", {n: TRUTH[:2] for n in names})
+    hit = [{"box": [10, 10, 50, 60], "label": "with_mask", "score": 0.9}]
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text(
+        "".join(
+            json.dumps({"image": f"{n}.jpg", "faces": hit if n != "scene6" else []}) + "\n" for n in names
+        )
+    )
+    predictions, _ = read_jsonl(jsonl)
+    r = score(voc, predictions, scenes="report")
+    assert (r["scenes"], r["images"], r["images_other_side"], r["faces"], r["found"]) == (
+        "report",
+        2,
+        2,
+        4,
+        1,
+    )
+    r = score(voc, predictions, scenes="tune", exclude={"scene4.jpg"})
+    assert (r["images"], r["images_excluded"], r["images_other_side"], r["found"]) == (1, 1, 2, 1)
+    assert score(voc, predictions)["images"] == 4
+    with pytest.raises(ValueError, match="tune, report"):
+        score(voc, predictions, scenes="test")
+
+    split = tmp_path / "run" / "split.json"  # a run that trained on scene3: left out of the report side
+    split.parent.mkdir()
+    row = {"path": "images/scene3.jpg", "root": "voc", "box": None, "label": "none", "split": "train"}
+    split.write_text(json.dumps({"roots": {"voc": str(voc)}, "samples": [row]}))
+    out = tmp_path / "s.json"
+    r = maskgate(
+        "score", "--jsonl", str(jsonl), "--voc", str(voc), "--scenes", "report",
+        "--exclude-seen", str(split.parent), "--json", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("report scenes: images 1, faces 2")
+    doc = json.loads(out.read_text())
+    assert (doc["images"], doc["images_excluded"], doc["images_other_side"], doc["recall"]) == (1, 1, 2, 0.0)
+    r = maskgate("score", "--jsonl", str(jsonl), "--voc", str(voc), "--scenes", "test")
+    assert r.returncode == 2 and "invalid choice: 'test'" in r.stderr
+
+
 def test_scoring_inputs_that_do_not_fit_are_one_line(tmp_path):
     bad = tmp_path / "x.jsonl"
     bad.write_text('{"frame": 3, "faces": []}\n')

@@ -96,6 +96,51 @@ def test_the_split_is_by_scene_seeded_and_never_leaves_a_split_empty():
         split_scenes(2, val_fraction=0.15, test_fraction=0.15, seed=0)
 
 
+def test_the_scene_split_option_tests_on_the_report_side_and_deals_the_tune_side():
+    from maskgate.edge.core.scene_split import side
+    from maskgate.train.segmentation.scenes import split_by_side
+
+    names = [f"scene{i}.jpg" for i in range(40)]
+    a = split_by_side(names, val_fraction=0.15, seed=3)
+    assert a == split_by_side(names, val_fraction=0.15, seed=3)
+    assert a != split_by_side(names, val_fraction=0.15, seed=4)
+    assert [x == "test" for x in a] == [side(n) == "report" for n in names]  # the report side, all of it
+    tune = [x for n, x in zip(names, a, strict=True) if side(n) == "tune"]
+    assert (tune.count("val"), tune.count("train")) == (
+        round(len(tune) * 0.15),
+        len(tune) - round(len(tune) * 0.15),
+    )
+    fewest = split_by_side(["scene0.jpg", "scene1.jpg", "scene3.jpg"], val_fraction=0.01, seed=0)
+    assert sorted(fewest[:2]) == ["train", "val"] and fewest[2] == "test"  # no split left empty
+    with pytest.raises(DataError, match="2 and 1"):
+        split_by_side(["scene0.jpg", "scene1.jpg"], val_fraction=0.15, seed=0)  # no report-side scene
+    with pytest.raises(DataError, match="2 and 1"):
+        split_by_side(["scene0.jpg", "scene3.jpg"], val_fraction=0.15, seed=0)  # one tune-side scene
+
+
+def test_a_scene_split_run_records_it_in_its_manifest(tmp_path):
+    """Without TensorFlow: the steps before fitting, then the manifest a run writes."""
+    from maskgate.edge.core.splits import load_manifest
+    from maskgate.edge.tools.scoring import seen_scenes
+    from maskgate.train.segmentation.config import SegmentTrainConfig
+    from maskgate.train.segmentation.run import pick_scenes, prepare_data
+    from maskgate.train.segmentation.scenes import SIDE_METHOD, write_manifest
+
+    voc = make_voc(tmp_path / "voc", scenes=10)  # report side: scene3, scene6, scene7, scene8
+    cfg = SegmentTrainConfig(voc=voc, out=tmp_path / "run", input_size=64, scene_split=True, seed=2)
+    data = prepare_data(cfg, *pick_scenes(cfg))
+    by_name = {s.path.name: a for s, a in zip(data.scenes, data.assignment, strict=True)}
+    assert sorted(n for n, a in by_name.items() if a == "test") == [f"scene{i}.jpg" for i in (3, 6, 7, 8)]
+    assert [a for a in by_name.values() if a != "test"].count("val") == 1  # 15 % of 6, one at least
+    write_manifest(tmp_path / "split.json", data.scenes, data.assignment, voc=voc, seed=2, method=SIDE_METHOD)
+    manifest = load_manifest(tmp_path / "split.json")
+    assert json.loads((tmp_path / "split.json").read_text())["method"] == SIDE_METHOD
+    assert manifest.counts["test"] == {"scenes": 4, "faces": 12} and manifest.seed == 2
+    assert seen_scenes(tmp_path / "split.json") == {n for n, a in by_name.items() if a != "test"}
+    plain = SegmentTrainConfig(voc=voc, out=tmp_path / "run", input_size=64, seed=2)
+    assert prepare_data(plain, *pick_scenes(plain)).assignment != data.assignment  # the option changes it
+
+
 def test_user_mistakes_are_one_line(tmp_path):
     voc = make_voc(tmp_path / "voc", scenes=3)
     r = maskgate("train-unet", "--voc", str(tmp_path / "nope"), "--out", str(tmp_path / "run"))
@@ -105,6 +150,17 @@ def test_user_mistakes_are_one_line(tmp_path):
     assert_one_line_error(r, "must contain annotations/")
     r = maskgate("train-unet", "--voc", str(voc), "--out", str(tmp_path / "run"), "--input-size", "100")
     assert_one_line_error(r, "--input-size", "multiple of 32")
+    r = maskgate(
+        "train-unet",
+        "--voc",
+        str(voc),
+        "--out",
+        str(tmp_path / "run"),
+        "--scene-split",
+        "--test-fraction",
+        "0.2",
+    )
+    assert_one_line_error(r, "--test-fraction does not apply with --scene-split")
     assert not (tmp_path / "run").exists()
 
 
@@ -171,6 +227,11 @@ def test_a_tiny_run_writes_a_complete_run_directory(unet_run):
     assert config["kind"] == "segmenter" and config["preprocessing"]["input_size"] == [64, 64]
     split = json.loads((unet_run / "split.json").read_text())
     assert {r["split"] for r in split["samples"]} == {"train", "val", "test"}
+    assert {r["path"] for r in split["samples"] if r["split"] == "test"} == {
+        "images/scene3.jpg"
+    }  # report side
+    assert split["method"].startswith("scene split") and config["scene_split"] is True
+    assert "scene split (`--scene-split`)" in (unet_run / "report.md").read_text()
     overlays = sorted((unet_run / "overlays").iterdir())
     assert len(overlays) == 1 and overlays[0].name in (unet_run / "report.md").read_text()  # one test scene
     assert not [p for p in unet_run.parent.iterdir() if p.name.endswith(".partial")]

@@ -79,15 +79,19 @@ def test_unet_settings_are_validated():
         build({"detector": {"min_component_px": 0}})
 
 
-def test_unet_without_a_bundle_says_how_to_make_one(tmp_path):
-    with pytest.raises(ConfigError, match="maskgate convert segmenter"):
+def test_unet_without_its_bundle_says_how_to_make_one(tmp_path, monkeypatch):
+    """The shipped bundle is the default; an installation without it, or a wrong path, is one line."""
+    from maskgate.edge.detectors import unet
+
+    monkeypatch.setattr(unet, "default_bundle_path", lambda kind: tmp_path / "models" / kind)
+    with pytest.raises(
+        ConfigError, match="none is installed at .*segmenter: train one .*maskgate convert segmenter"
+    ):
         make_detector(DetectorConfig(backend="unet"))
     image = tmp_path / "a.png"
     import cv2
 
     cv2.imwrite(str(image), np.zeros((40, 40, 3), np.uint8))
-    r = maskgate("detect", "--source", str(image), "--jsonl", str(tmp_path / "f.jsonl"), "--detector", "unet")
-    assert_one_line_error(r, "needs a segmenter bundle", "maskgate train-unet")
     r = maskgate(
         "detect", "--source", str(image), "--jsonl", str(tmp_path / "f.jsonl"), "--detector", "unet",
         "--set", f"detector.segmenter_bundle={tmp_path / 'nowhere'}",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from ..core.scene_split import SIDES
 from ..tools.config import BenchConfig, CropFacesConfig
 from .options import add_config_command, add_gate_options, gate_config
 
@@ -55,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="RUN_DIR",
         help="leave out the scenes this training run trained or validated on (its split.json)",
+    )
+    p.add_argument(
+        "--scenes",
+        choices=SIDES,
+        help="score only the scenes on this side of the project's scene split (edge.core.scene_split, "
+        "models/scenes-split.txt): 'report' for reported figures, 'tune' for choosing settings",
     )
     p.add_argument(
         "--json", type=Path, metavar="PATH", dest="json_out", help="also write the figures as JSON"
@@ -117,7 +124,9 @@ def _score(args: argparse.Namespace) -> int:
         raise ConfigError(f"--min-height {args.min_height}: must be at least 1")
     predictions, latencies = read_jsonl(args.jsonl)
     exclude = seen_scenes(args.exclude_seen / "split.json") if args.exclude_seen else set()
-    result = score(args.voc, predictions, iou=args.iou, min_height=args.min_height, exclude=exclude)
+    result = score(
+        args.voc, predictions, iou=args.iou, min_height=args.min_height, exclude=exclude, scenes=args.scenes
+    )
     result["latency_ms"] = summarize(latencies)
     print(format_report(result))
     if args.json_out:

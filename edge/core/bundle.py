@@ -271,7 +271,7 @@ def _describe(errors: list[dict]) -> str:
 
 
 def default_bundle_path(kind: str = "classifier") -> Path:
-    """A bundle shipped with maskgate, ``models/<kind>``: a classifier and a detector are shipped."""
+    """A bundle shipped with maskgate, ``models/<kind>``: a classifier, a detector and a segmenter."""
     from importlib.resources import files
 
     return Path(str(files("maskgate.models").joinpath(kind)))

@@ -43,8 +43,9 @@ def describe(err: dict, root: type[BaseModel], *, name: Callable[[str], str] | N
         else:
             break
         path.append(str(rest.pop(0)))
-    if err["type"] == "extra_forbidden":
-        return f"{name('.'.join(path + [str(x) for x in rest[:1]]))}: unknown key"
+    if err["type"] == "extra_forbidden":  # the key is the input's own: quoted unless printable, so one line
+        unknown = [str(x) if str(x).isprintable() else repr(str(x)) for x in rest[:1]]
+        return f"{name('.'.join(path + unknown))}: unknown key"
     key = name(".".join(path)) if path else "(top level)"
     if err["type"] == "missing":
         about = field.description if field is not None and not rest else None

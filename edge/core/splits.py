@@ -101,11 +101,17 @@ def write_manifest(
     seed: int,
     counts: Mapping[str, Any],
     kind: str | None = None,
+    method: str | None = None,
 ) -> None:
-    """Write ``split.json`` atomically; roots are stored resolved, so rows resolve from any directory."""
+    """Write ``split.json`` atomically; roots are stored resolved, so rows resolve from any directory.
+
+    ``method``, if given, says in words how rows were dealt to the splits (for a reader; no reader needs it).
+    """
     doc: dict[str, Any] = {"version": VERSION}
     if kind is not None:
         doc["kind"] = kind
+    if method is not None:
+        doc["method"] = method
     doc |= {
         "seed": seed,
         "roots": {k: str(Path(v).resolve()) for k, v in roots.items()},

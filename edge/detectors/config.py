@@ -46,7 +46,8 @@ class DetectorConfig(Section):
     )
     segmenter_bundle: Path | None = Field(
         None,
-        description="unet: segmenter bundle folder, made by `maskgate convert segmenter` (none is shipped)",
+        description="unet: segmenter bundle folder, made by `maskgate convert segmenter` (default: the one "
+        "shipped)",
     )
     mask_threshold: float = Field(
         0.5, gt=0.0, lt=1.0, description="unet: face probability from which a mask pixel counts as face"

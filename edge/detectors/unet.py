@@ -139,13 +139,13 @@ class UnetDetector(FaceDetector):
 
     @classmethod
     def from_config(cls, cfg: DetectorConfig) -> UnetDetector:
-        """The ``unet`` backend: its segmenter bundle, verified, or one clear line."""
+        """The ``unet`` backend: its segmenter bundle (default: the shipped one), verified; or one line."""
         path: Path | None = cfg.segmenter_bundle
         if path is None:
             path = default_bundle_path(KIND)
-            if not path.is_dir():
+            if not path.is_dir():  # an installation without models/segmenter
                 raise ConfigError(
-                    f"detector 'unet' needs a segmenter bundle and none is shipped: {HOW_TO_MAKE}"
+                    f"detector 'unet' needs a segmenter bundle and none is installed at {path}: {HOW_TO_MAKE}"
                 )
         return cls(
             load_bundle(path, kind=KIND),

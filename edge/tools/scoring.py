@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core import scene_split
 from ..core.errors import DataError
 from ..core.geometry import Box, greedy_match, iou_matrix
 from ..core.labels import INCORRECT
@@ -109,12 +110,22 @@ def score(
     iou: float = 0.4,
     min_height: int = 32,
     exclude: set[str] = frozenset(),
+    scenes: str | None = None,
 ) -> dict[str, Any]:
-    """The scenes metric over every annotated image that ``predictions`` covers, minus ``exclude``."""
+    """The scenes metric over every annotated image that ``predictions`` covers, minus ``exclude``.
+
+    ``scenes`` (``tune`` or ``report``) keeps only the images on that side of
+    ``core.scene_split``; figures that report how the defaults do use ``report``.
+    """
+    if scenes is not None and scenes not in scene_split.SIDES:
+        raise ValueError(f"scenes must be one of {', '.join(scene_split.SIDES)}, not {scenes!r}")
     total: Counter = Counter()
-    images = missing = excluded = 0
+    images = missing = excluded = other_side = 0
     for xml_path in annotation_files(voc):
         filename, truth = parse_voc(xml_path)
+        if scenes is not None and scene_split.side(filename) != scenes:
+            other_side += 1
+            continue
         if filename in exclude:
             excluded += 1
             continue
@@ -131,6 +142,8 @@ def score(
         "images": images,
         "images_without_detections_line": missing,
         "images_excluded": excluded,
+        "scenes": scenes or "all",
+        "images_other_side": other_side,
         "faces": faces,
         "found": total["found"],
         "right": total["right"],
@@ -157,7 +170,8 @@ def format_report(result: dict[str, Any]) -> str:
         return "n/a" if x is None else f"{100 * x:.1f} %"
 
     lines = [
-        f"images {result['images']}, faces {result['faces']} (>= {result['protocol']['min_height']} px, "
+        ("" if result.get("scenes", "all") == "all" else f"{result['scenes']} scenes: ")
+        + f"images {result['images']}, faces {result['faces']} (>= {result['protocol']['min_height']} px, "
         f"IoU >= {result['protocol']['iou']})",
         f"detection recall     {pct(result['recall'])}",
         f"accuracy on found    {pct(result['accuracy_on_found'])}",

@@ -54,6 +54,12 @@ class SegmentTrainConfig(Section):
     # data
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of scenes for validation")
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of scenes held out for testing")
+    scene_split: bool = Field(
+        False,
+        description="split by the project's scene split (edge.core.scene_split): train and validation "
+        "(--val-fraction of it) from the 'tune' side only, test = the 'report' side, so no scene a figure "
+        "reports is trained or validated on (--test-fraction does not apply)",
+    )
     seed: int = Field(
         1337, ge=0, description="seed for the split, shuffling, augmentation and initialisation"
     )
@@ -74,6 +80,10 @@ class SegmentTrainConfig(Section):
             raise ValueError("val_fraction + test_fraction must leave at least 20% for training")
         if self.epochs == 0 and self.fine_tune_epochs == 0:
             raise ValueError("nothing to train: --epochs and --fine-tune-epochs are both 0")
+        if self.scene_split and "test_fraction" in self.model_fields_set:
+            raise ValueError(
+                "--test-fraction does not apply with --scene-split: the 'report' side is the test split"
+            )
         return self
 
     def imagenet_entry(self) -> str:

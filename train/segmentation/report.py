@@ -84,6 +84,11 @@ def markdown_report(
         "| --- | --- | --- |",
         *[f"| {s} | {assignment.count(s)} | {faces[s]} |" for s in SPLITS],
         "",
+        "Split by the project's scene split (`--scene-split`): train and validation from its 'tune' side, "
+        "test = its 'report' side."
+        if cfg.scene_split
+        else f"Split by scene, seeded ({cfg.seed}).",
+        "",
         f"## Masks at probability >= {THRESHOLD} (pixels pooled over each split)",
         "",
         "| split | scenes | Dice | IoU | precision | recall | F1 | mean Dice per scene |",

@@ -36,7 +36,16 @@ from ..fitting import Fitted, Phase, check_cluster, fit_in_phases, resolve_weigh
 from . import report
 from .config import SegmentTrainConfig
 from .metrics import THRESHOLD, segmentation_metrics
-from .scenes import SPLITS, Scene, list_scenes, load_scenes, split_scenes, write_manifest
+from .scenes import (
+    SIDE_METHOD,
+    SPLITS,
+    Scene,
+    list_scenes,
+    load_scenes,
+    split_by_side,
+    split_scenes,
+    write_manifest,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -100,13 +109,18 @@ def prepare_data(cfg: SegmentTrainConfig, listed: list[Scene], skipped: list[tup
     """
     scenes, images, masks, unreadable = load_scenes(listed, cfg.input_size, workers=cfg.workers)
     skipped = skipped + unreadable
-    assignment = split_scenes(
-        len(scenes), val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed
-    )
+    if cfg.scene_split:
+        names = [s.path.name for s in scenes]
+        assignment = split_by_side(names, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    else:
+        assignment = split_scenes(
+            len(scenes), val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed
+        )
     data = SceneData(scenes, images, masks, assignment, skipped)
     logger.info(
-        "scenes: %d train, %d val, %d test (%d faces); face pixels %.1f %% of the training masks",
+        "scenes: %d train, %d val, %d test%s (%d faces); face pixels %.1f %% of the training masks",
         *(len(data.index(s)) for s in SPLITS),
+        " (train and val from the 'tune' side, test the 'report' side)" if cfg.scene_split else "",
         sum(len(s.boxes) for s in scenes),
         100 * masks[data.index("train")].mean(),
     )
@@ -220,7 +234,14 @@ def write_outputs(
         weights=weights,
         preprocessing=describe_preprocessing(cfg.input_size),
     )
-    write_manifest(run / MANIFEST, data.scenes, data.assignment, voc=cfg.voc, seed=cfg.seed)
+    write_manifest(
+        run / MANIFEST,
+        data.scenes,
+        data.assignment,
+        voc=cfg.voc,
+        seed=cfg.seed,
+        method=SIDE_METHOD if cfg.scene_split else None,
+    )
     test = data.index("test")
     pictures = report.write_overlays(
         run / "overlays",

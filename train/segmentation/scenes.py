@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgate.edge.core import splits
+from maskgate.edge.core import scene_split, splits
 from maskgate.edge.core.errors import DataError, MaskgateError
 from maskgate.edge.core.imageio import read_image
 from maskgate.edge.core.preprocess import prepare_scene
@@ -107,7 +107,44 @@ def split_scenes(n: int, *, val_fraction: float, test_fraction: float, seed: int
     return assignment
 
 
-def write_manifest(path: Path, scenes: list[Scene], assignment: list[str], *, voc: Path, seed: int) -> None:
+# How split_by_side deals scenes, in split.json's words.
+SIDE_METHOD = (
+    f"scene split (edge.core.scene_split): test = the '{scene_split.REPORT}' side; train and val = the "
+    f"'{scene_split.TUNE}' side, dealt by a seeded permutation"
+)
+
+
+def split_by_side(names: list[str], *, val_fraction: float, seed: int) -> list[str]:
+    """Split name per scene under the project's scene split (``edge.core.scene_split``).
+
+    Scenes on the ``report`` side are the test split; those on the ``tune`` side
+    are dealt by a seeded permutation to validation (``val_fraction`` of them,
+    one at least) and training, so nothing a reported figure is measured on is
+    trained or validated on.
+    """
+    tune = [i for i, name in enumerate(names) if scene_split.side(name) == scene_split.TUNE]
+    n_report = len(names) - len(tune)
+    if len(tune) < 2 or not n_report:
+        raise DataError(
+            f"{len(tune)} scene(s) on the '{scene_split.TUNE}' side and {n_report} on the "
+            f"'{scene_split.REPORT}' side; --scene-split needs at least 2 and 1"
+        )
+    n_val = min(len(tune) - 1, max(1, round(len(tune) * val_fraction)))
+    assignment = ["test"] * len(names)
+    for k, j in enumerate(np.random.default_rng(seed).permutation(len(tune))):
+        assignment[tune[j]] = "val" if k < n_val else "train"
+    return assignment
+
+
+def write_manifest(
+    path: Path,
+    scenes: list[Scene],
+    assignment: list[str],
+    *,
+    voc: Path,
+    seed: int,
+    method: str | None = None,
+) -> None:
     """The split in the manifest format of classifier runs (``edge.core.splits``): one row per face.
 
     Rows carry every box of a scene, so conversion rebuilds test masks from the
@@ -127,7 +164,9 @@ def write_manifest(path: Path, scenes: list[Scene], assignment: list[str], *, vo
         }
         for s in SPLITS
     }
-    splits.write_manifest(path, entries, roots={ROOT: voc}, seed=seed, counts=counts, kind=KIND)
+    splits.write_manifest(
+        path, entries, roots={ROOT: voc}, seed=seed, counts=counts, kind=KIND, method=method
+    )
 
 
 def read_split_scenes(path: Path, split: str, voc: Path | None = None) -> list[Scene]:
