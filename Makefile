@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED)/models),)
 export MASKGATE_MIRROR ?= $(abspath $(SHARED)/models)
 endif
 
-.PHONY: setup setup-edge demo demo-train test test-edge lint benchmark-train benchmark-scenes benchmark-faults clean
+.PHONY: setup setup-edge demo demo-train test test-edge lint benchmark-train benchmark-scenes benchmark-detectors benchmark-faults clean
 
 # The developer's environment: every extra, TensorFlow included.
 $(VENV)/.installed: pyproject.toml
@@ -86,6 +86,20 @@ benchmark-scenes: setup
 	$(BIN)/maskgate detect --source $(SHARED)/data/scenes/images --jsonl runs/scenes.jsonl $(DETECT_ARGS)
 	$(BIN)/maskgate score --jsonl runs/scenes.jsonl --voc $(SHARED)/data/scenes --json runs/scenes-score.json \
 		$(SCORE_ARGS)
+
+# The detector benchmark of docs/runtime.md, one run on the same frames: every detector backend's time
+# per frame at 1 and 2 threads and its scenes metric on the report side of the scene split, and the
+# pipeline against the Keras reference. The reference's speed is that of its architecture (MobileNetV2
+# at 192 px, as shipped), so a one-epoch training run stands in for it when none is given.
+KERAS_REF ?= runs/keras-ref192
+$(KERAS_REF)/model.keras:
+	$(BIN)/maskgate models fetch
+	$(BIN)/maskgate train --data $(SHARED)/data/faces --out $(KERAS_REF) --max-per-class 150 \
+		--input-size 192 --epochs 1 --fine-tune-epochs 0
+
+benchmark-detectors: setup $(KERAS_REF)/model.keras
+	$(BIN)/maskgate bench --source $(SHARED)/data/scenes/images --frames 700 --voc $(SHARED)/data/scenes \
+		--scenes report --threads 1,2 --keras $(KERAS_REF) --json runs/bench-detectors.json
 
 # The fault benchmark of docs/runtime.md: hostile images, bundles and configurations through the real
 # commands (processed / skipped / refused / crashed), the relay's on-time with the gate frozen, GIL-bound
