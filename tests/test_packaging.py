@@ -23,7 +23,7 @@ def test_the_wheel_holds_every_module_and_bundle_file(wheel):
         root = REPO / folder
         expected |= {f"{package}/{p.relative_to(root).as_posix()}" for p in root.rglob("*.py")}
     bundles = [d for d in (REPO / "models").iterdir() if (d / "SHA256SUMS").is_file()]
-    assert {d.name for d in bundles} >= {"classifier", "detector", "segmenter"}
+    assert {d.name for d in bundles} >= {"classifier", "detector", "retinaface", "segmenter"}
     for d in bundles:
         expected |= {f"maskgate/models/{d.name}/{p.name}" for p in d.iterdir() if p.is_file()}
     assert sorted(expected - names) == []
