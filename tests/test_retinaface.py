@@ -170,3 +170,24 @@ def test_int8_finds_the_float_models_faces_with_landmarks_inside_them(rf_bundle,
     faces = int8.detect(big)  # scaled down to 640 px, boxes back in the big frame's pixels
     small = int8.detect(scenes[1])
     assert faces and max(d.box[2] for d in faces) > max(d.box[2] for d in small) * 2
+
+
+def test_each_input_size_is_planned_once_and_the_plans_are_bounded(rf_bundle, monkeypatch):
+    from maskgate.edge.detectors import retinaface
+
+    det = RetinaFaceDetector(rf_bundle, confidence=0.3)
+    loads = []
+    real = retinaface.load_interpreter
+    monkeypatch.setattr(retinaface, "load_interpreter", lambda *a, **k: loads.append(a) or real(*a, **k))
+    rng = np.random.default_rng(0)
+    frames = {
+        size: rng.integers(0, 255, (size[1], size[0], 3), np.uint8) for size in [(400, 300), (300, 400)]
+    }
+    first = {size: det.detect(f) for size, f in frames.items()}
+    for _ in range(3):  # back and forth between two sizes: planned once each, same results
+        for size, f in frames.items():
+            assert det.detect(f) == first[size]
+    assert len(loads) == 1  # the detector's own interpreter took the first size
+    for side in range(64, 64 + 32 * (retinaface.PLANNED_SIZES + 2), 32):
+        det.detect(np.zeros((side, 64, 3), np.uint8))
+    assert len(det._planned._items) == retinaface.PLANNED_SIZES

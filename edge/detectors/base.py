@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -90,14 +90,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class SizeCache:
-    """Anchors (or prior boxes) per input size, the last ``size`` sizes kept: computed once per size,
-    yet a detector at the frame's own size over photos of many sizes cannot grow without bound."""
+    """Anchors, prior boxes or planned interpreters per input size, the last ``size`` sizes kept: made
+    once per size, yet a detector at the frame's own size over photos of many sizes cannot grow
+    without bound."""
 
     def __init__(self, size: int = 4) -> None:
         self.size = size
-        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
 
-    def get(self, key: Hashable, make: Callable[[], np.ndarray]) -> np.ndarray:
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
         if key in self._items:
             self._items.move_to_end(key)
         else:

@@ -105,14 +105,17 @@ class RetinaFaceOutput:
     ) -> np.ndarray:  # fmt: skip
         """``loc`` N x 4, ``conf`` N x 2 (logits, or ``probabilities``), ``landmarks`` N x 10."""
         anchors = self.anchors(width, height)
-        loc, conf, landmarks = (
-            np.asarray(a, np.float64).reshape(len(anchors), -1) for a in (loc, conf, landmarks)
-        )
+        n = len(anchors)
+        conf = np.asarray(conf, np.float64).reshape(n, -1)
         scores = (conf if probabilities else softmax(conf))[:, 1]
         keep = np.nonzero(scores > self.confidence_threshold)[0]
         if not len(keep):
             return np.zeros((0, 15))
-        boxes = decode_boxes(loc[keep], anchors[keep], self.spec.variances)
+        # only the candidates' offsets are decoded: a frame has thousands of anchors and a few faces
+        loc = np.asarray(loc).reshape(n, -1)[keep].astype(np.float64)
+        boxes = decode_boxes(loc, anchors[keep], self.spec.variances)
         order = nms(boxes, scores[keep], self.nms_threshold, self.top_k)[: self.keep_top_k]
-        points = decode_landmarks(landmarks[keep][order], anchors[keep][order], self.spec.variances)
-        return np.concatenate([scores[keep][order, None], boxes[order], points], axis=1)
+        chosen = keep[order]
+        marks = np.asarray(landmarks).reshape(n, -1)[chosen].astype(np.float64)
+        points = decode_landmarks(marks, anchors[chosen], self.spec.variances)
+        return np.concatenate([scores[chosen, None], boxes[order], points], axis=1)
