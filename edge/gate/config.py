@@ -339,7 +339,7 @@ def model_problems(cfg: GateConfig) -> list[str]:
         want = networks.get(d.backend, (None,))[0] if key == "detector.bundle" else None
         if want and bundle.metadata.network != want:
             problems.append(
-                f"{key}: {path} holds a {bundle.metadata.network} detector; {d.backend} needs {want}"
+                f"{key}: {path} holds the {bundle.metadata.network} network; {d.backend} needs {want}"
             )
     if d.backend == "ssd-opencv":
         from ..detectors.ssd import SSD_PROTOTXT, SSD_WEIGHTS
