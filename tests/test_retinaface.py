@@ -117,6 +117,12 @@ def _edit_metadata(change):
     return edit
 
 
+def _swap(order, i, j):
+    order = list(order)
+    order[i], order[j] = order[j], order[i]
+    return order
+
+
 def test_damaged_retinaface_bundles_are_rejected_in_one_line(rf_bundle, tmp_path):
     def flip_a_byte(b):
         data = bytearray((b / "model.tflite").read_bytes())
@@ -130,6 +136,11 @@ def test_damaged_retinaface_bundles_are_rejected_in_one_line(rf_bundle, tmp_path
         (_edit_metadata(lambda m: m["retinaface"].update(steps=[8, 16])), "3 anchor size lists for 2 steps"),
         (_edit_metadata(lambda m: m.update(ssd=ssd_spec)), "exactly one network"),
         (_edit_metadata(lambda m: m["preprocessing"].update(padding="zeros")), "other preprocessing"),
+        (
+            _edit_metadata(lambda m: m["retinaface"].update(outputs=_swap(m["retinaface"]["outputs"], 0, 3))),
+            "but the metadata makes it level 0's box offsets",
+        ),  # loc0 and loc1 swapped: wrong anchors
+        (_edit_metadata(lambda m: m["retinaface"]["min_sizes"].__setitem__(0, [16.0])), "level 0's"),
     ]
     for i, (edit, message) in enumerate(cases):
         with pytest.raises(ModelFileError, match=message) as e:
@@ -172,22 +183,41 @@ def test_int8_finds_the_float_models_faces_with_landmarks_inside_them(rf_bundle,
     assert faces and max(d.box[2] for d in faces) > max(d.box[2] for d in small) * 2
 
 
-def test_each_input_size_is_planned_once_and_the_plans_are_bounded(rf_bundle, monkeypatch):
+def test_each_input_size_is_planned_once_and_the_plans_are_bounded(rf_bundle, scenes, monkeypatch):
     from maskgate.edge.detectors import retinaface
 
     det = RetinaFaceDetector(rf_bundle, confidence=0.3)
     loads = []
     real = retinaface.load_interpreter
     monkeypatch.setattr(retinaface, "load_interpreter", lambda *a, **k: loads.append(a) or real(*a, **k))
-    rng = np.random.default_rng(0)
-    frames = {
-        size: rng.integers(0, 255, (size[1], size[0], 3), np.uint8) for size in [(400, 300), (300, 400)]
-    }
-    first = {size: det.detect(f) for size, f in frames.items()}
-    for _ in range(3):  # back and forth between two sizes: planned once each, same results
-        for size, f in frames.items():
-            assert det.detect(f) == first[size]
+    frames = [scenes[1], np.ascontiguousarray(scenes[1].transpose(1, 0, 2))]  # two input sizes
+    first = [det.detect(f) for f in frames]
+    assert all(first) and first[0] != first[1]  # faces in both, and not the same boxes
+    for _ in range(3):  # back and forth between two sizes: planned once each, same faces each time
+        assert [det.detect(f) for f in frames] == first
     assert len(loads) == 1  # the detector's own interpreter took the first size
     for side in range(64, 64 + 32 * (retinaface.PLANNED_SIZES + 2), 32):
         det.detect(np.zeros((side, 64, 3), np.uint8))
     assert len(det._planned._items) == retinaface.PLANNED_SIZES
+    assert [det.detect(f) for f in frames] == first  # evicted sizes are planned again, alike
+    fresh = RetinaFaceDetector(rf_bundle, confidence=0.3)
+    assert [fresh.detect(f) for f in frames] == first
+    det.close()
+    with pytest.raises(ModelFileError, match="was closed"):
+        det.detect(frames[0])
+
+
+def test_the_configuration_refuses_what_the_backend_would_and_names_every_backends_score():
+    from maskgate.edge.core.errors import ConfigError
+    from maskgate.edge.detectors.config import BACKENDS, GATE_MIN_SCORE
+    from maskgate.edge.gate.config import build
+
+    assert set(GATE_MIN_SCORE) == set(BACKENDS)
+    with pytest.raises(
+        ConfigError, match="input_size .300, 300.: retinaface-int8 takes sides that are multiples of"
+    ):
+        build({"detector": {"input_size": [300, 300]}})
+    assert build({"detector": {"backend": "ssd-int8", "input_size": [300, 300]}}).detector.input_size == (
+        300,
+        300,
+    )

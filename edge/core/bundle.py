@@ -209,6 +209,8 @@ def check_model(folder: Path, name: str, meta: BundleMetadata, *, float_model: b
                 f"bundle {folder}: {name} has {len(outputs)} outputs, the metadata describes "
                 f"{len(meta.output_order)} ({meta.network} heads)"
             )
+        if meta.network == "retinaface":
+            _check_retinaface_heads(it, folder, name, meta)
         return
     side = meta.input_size
     if len(shape) != 4 or shape[1:] != [side, side, 3] or dtype != expected:
@@ -226,6 +228,36 @@ def check_model(folder: Path, name: str, meta: BundleMetadata, *, float_model: b
         raise ModelFileError(
             f"bundle {folder}: {name} maps {shape} to {out_shape}; the metadata promises {side} px in and out"
         )
+
+
+def _check_retinaface_heads(it, folder: Path, name: str, meta: BundleMetadata) -> None:
+    """Each output the metadata names must have its level's cells and its head's channels: a swapped
+    output order or a wrong anchor count would otherwise decode boxes against the wrong anchors."""
+    spec, side = meta.retinaface, 64
+    if meta.input.size_multiple != preprocess.RETINAFACE_SIZE_MULTIPLE:
+        raise ModelFileError(
+            f"bundle {folder}: input.size_multiple {meta.input.size_multiple}; this maskgate pads "
+            f"RetinaFace's input to multiples of {preprocess.RETINAFACE_SIZE_MULTIPLE}"
+        )
+    x = it.get_input_details()[0]
+    try:  # run once: the upsampling's size is computed in the graph, so output shapes are known after
+        it.resize_tensor_input(x["index"], [1, side, side, 3])
+        it.allocate_tensors()
+        it.set_tensor(x["index"], np.zeros((1, side, side, 3), x["dtype"]))
+        it.invoke()
+    except (RuntimeError, ValueError) as e:
+        raise ModelFileError(f"bundle {folder}: {name} cannot run at {side}x{side} ({e})") from e
+    shapes = [list(it.get_tensor(d["index"]).shape) for d in it.get_output_details()]
+    for k, index in enumerate(spec.outputs):
+        level, head = divmod(k, 3)
+        cells = -(-side // spec.steps[level])
+        want = [1, cells, cells, len(spec.min_sizes[level]) * (4, 2, 10)[head]]
+        if shapes[index] != want:
+            what = ("box offsets", "class logits", "landmarks")[head]
+            raise ModelFileError(
+                f"bundle {folder}: {name} output {index} is {shapes[index]}, but the metadata makes it "
+                f"level {level}'s {what}, {want}"
+            )
 
 
 def expected_preprocessing(meta: BundleMetadata) -> dict[str, Any]:
@@ -271,7 +303,7 @@ def _describe(errors: list[dict]) -> str:
 
 
 def default_bundle_path(kind: str = "classifier") -> Path:
-    """A bundle shipped with maskgate, ``models/<kind>``: a classifier, a detector and a segmenter."""
+    """A bundle shipped with maskgate, ``models/<name>``: classifier, retinaface, detector (SSD), segmenter."""
     from importlib.resources import files
 
     return Path(str(files("maskgate.models").joinpath(kind)))

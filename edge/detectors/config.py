@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..core.settings import Section
 
@@ -84,3 +84,13 @@ class DetectorConfig(Section):
     threads: int = Field(
         0, ge=0, le=64, description="threads of the detector's runtime, OpenCV or LiteRT (0 = one per core)"
     )
+
+    @model_validator(mode="after")
+    def _input_fits_the_backend(self) -> DetectorConfig:
+        fixed = isinstance(self.input_size, tuple)
+        if self.backend == "retinaface-int8" and fixed and any(v % 32 for v in self.input_size):
+            raise ValueError(
+                f"input_size {list(self.input_size)}: retinaface-int8 takes sides that are multiples of "
+                "32, or 'frame'"
+            )
+        return self

@@ -3,12 +3,14 @@
 Frames are read once from the source (the read and decode time of each is
 the *capture* stage), then every measurement runs on the same frames:
 
-- **detector** alone, per backend and input size: ``ssd-int8`` (LiteRT) and ``ssd-opencv`` (cv2.dnn);
+- **detector** alone, per backend: ``retinaface-int8`` and its float32 model at their own input
+  policy, ``ssd-int8`` (LiteRT) and ``ssd-opencv`` (cv2.dnn) per input size;
 - **classifier** alone, per variant: one face per call, and all faces of a frame in one call;
 - the **pipeline** per variant, stage by stage: capture, detect, preprocess, classify, decide, total.
 
-Variants: ``int8`` (the shipped path: ssd-int8 and the int8 classifier), ``float32`` (the
-float detector and the bundle's float32 classifier, when the bundle has one) and ``keras``
+Variants: ``int8`` (the shipped path: the gate's detector, retinaface-int8 by default, and the
+int8 classifier), ``float32`` (that detector's float32 model, or OpenCV's float SSD, with the
+bundle's float32 classifier, when the bundle has one) and ``keras``
 (the usual public path: OpenCV's float SSD at 300x300 and a Keras model's ``predict`` per
 frame), which needs TensorFlow and ``--keras MODEL``. edge/ never imports TensorFlow: the
 Keras variant is provided by train/ through the ``maskgate.bench`` entry point, and is
@@ -196,7 +198,7 @@ def build_variants(
     bundle = load_bundle(gate_cfg.classifier.bundle or default_bundle_path(), kind="classifier")
     margin = gate_cfg.detector.margin
     det_cfg = gate_cfg.detector.model_copy(update={"threads": threads})
-    opencv_cfg = det_cfg.model_copy(update={"backend": "ssd-opencv"})
+    opencv_cfg = det_cfg.model_copy(update={"backend": "ssd-opencv", "bundle": None, "input_size": None})
     skipped: dict[str, str] = {}
 
     gate_filter = {
@@ -204,11 +206,11 @@ def build_variants(
         "min_height": gate_cfg.decision.min_face_px,
     }
 
-    def variant(name: str, note: str, detector_cfg, classifier_factory, keep=gate_filter) -> Variant:
+    def variant(name: str, note: str, detector, classifier_factory, keep=gate_filter) -> Variant:
+        """``detector``: a [detector] section, or a function making the detector."""
         with Clock() as c:
-            analyzer = FrameAnalyzer(
-                make_detector(detector_cfg), bundle, margin=margin, classifier=classifier_factory(), **keep
-            )
+            made = detector() if callable(detector) else make_detector(detector)
+            analyzer = FrameAnalyzer(made, bundle, margin=margin, classifier=classifier_factory(), **keep)
         return Variant(name, analyzer, c.ms / 1000, note)
 
     int8_backend = det_cfg.backend if det_cfg.backend != "ssd-opencv" else "ssd-int8"
@@ -224,12 +226,13 @@ def build_variants(
         skipped["float32"] = (
             f"bundle {bundle.path.name} has no float32 model (convert it without --no-float32)"
         )
-    else:
+    else:  # the gate's own detector in float32 where its bundle has one, else the published float SSD
+        rf = det_cfg.backend == "retinaface-int8"
         variants.append(
             variant(
                 "float32",
-                "ssd-opencv (float) + float32 TFLite classifier",
-                opencv_cfg,
+                ("retinaface float32" if rf else "ssd-opencv (float)") + " + float32 TFLite classifier",
+                (lambda: RetinaFaceDetector.from_config(det_cfg, float_model=True)) if rf else opencv_cfg,
                 lambda: classifier_from_bundle(bundle, num_threads=threads, float_model=True),
             )
         )
@@ -340,19 +343,26 @@ def detector_profile(
     def analyzer_for(detector: FaceDetector) -> FrameAnalyzer:
         return FrameAnalyzer(detector, bundle, margin=gate_cfg.detector.margin, threads=threads)
 
-    rf_cfg = gate_cfg.detector.model_copy(update={"backend": "retinaface-int8", "threads": threads})
-    rf_int8 = make_detector(rf_cfg)
-    for detector in (rf_int8, RetinaFaceDetector(
-        rf_int8.bundle, input_size=rf_int8.input_size, max_side=rf_int8.max_side,
-        confidence=rf_int8.confidence, min_face_px=rf_int8.min_face_px, threads=threads, float_model=True,
-    )):  # fmt: skip
+    def config_for(backend: str):
+        """The gate's [detector] section for ``backend``: its bundle and input size only if they are
+        the gate's own backend's (another backend's bundle or input size would be refused)."""
+        own = backend == gate_cfg.detector.backend
+        keep = {} if own else {"bundle": None, "input_size": None}
+        return gate_cfg.detector.model_copy(update={"backend": backend, "threads": threads} | keep)
+
+    rf_int8 = make_detector(config_for("retinaface-int8"))
+    rf_detectors = [rf_int8]
+    if rf_int8.bundle.float_model_path is not None:
+        rf_detectors.append(RetinaFaceDetector.from_config(config_for("retinaface-int8"), float_model=True))
+    else:
+        out["skipped"] = {"retinaface-float32": f"bundle {rf_int8.bundle.path.name} has no float32 model"}
+    for detector in rf_detectors:
         analyzer = analyzer_for(detector)
         size = detector.input_size
         profile(f"{detector.name}@{size if size == 'frame' else 'x'.join(map(str, size))}", analyzer)
         analyzer.close()
     for backend in ("ssd-int8", "ssd-opencv"):
-        detector_cfg = gate_cfg.detector.model_copy(update={"backend": backend, "threads": threads})
-        analyzer = analyzer_for(make_detector(detector_cfg))
+        analyzer = analyzer_for(make_detector(config_for(backend)))
         for w, h in cfg.sizes:
             analyzer.detector.input_size = (w, h)
             profile(f"{backend}@{w}x{h}", analyzer)
@@ -362,8 +372,9 @@ def detector_profile(
         n = min(len(int8), len(float_))  # under --duration the two may have seen different numbers of frames
         out[f"ssd-int8@{w}x{h}"]["vs_opencv"] = agreement(float_[:n], int8[:n], min_score=0.5)
     rf = [k for k in found if k.startswith("retinaface")]
-    n = min(len(found[k]) for k in rf)
-    out[rf[0]]["vs_float32"] = agreement(found[rf[1]][:n], found[rf[0]][:n], min_score=0.5)
+    if len(rf) == 2:
+        n = min(len(found[k]) for k in rf)
+        out[rf[0]]["vs_float32"] = agreement(found[rf[1]][:n], found[rf[0]][:n], min_score=0.5)
     return out
 
 
@@ -454,6 +465,7 @@ def run_bench(cfg: BenchConfig, gate_cfg: GateConfig) -> dict[str, Any]:
         for v in variants:
             v.analyzer.close()
         run["detectors"] = detector_profile(frames, names, cfg, threads, gate_cfg)
+        run["skipped"] |= run["detectors"].pop("skipped", {})
         result["runs"].append(run)
     headline = max(result["runs"], key=lambda r: r["threads"])
     total = headline["variants"]["int8"]["pipeline"]["total"]
@@ -578,6 +590,7 @@ def format_table(result: dict[str, Any]) -> str:
                 + "".join(
                     _num(sc, k, 10, 3)
                     for k in ("recall", "recall_masked", "recall_unmasked", "end_to_end_accuracy")
+                    if sc
                 )
                 + (_num(sc, "extra_boxes_per_image", 10) if sc else "")
             )
