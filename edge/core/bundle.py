@@ -303,7 +303,7 @@ def _describe(errors: list[dict]) -> str:
 
 
 def default_bundle_path(kind: str = "classifier") -> Path:
-    """A bundle shipped with maskgate, ``models/<name>``: classifier, retinaface, detector (SSD), segmenter."""
+    """A bundle shipped with maskgate, ``models/<name>``: classifier, retinaface, detector, segmenter."""
     from importlib.resources import files
 
     return Path(str(files("maskgate.models").joinpath(kind)))
