@@ -122,3 +122,19 @@ def output_order(tflite: bytes, n_outputs: int) -> list[int]:
         return [positions[by_name[f"output_{k}"]] for k in range(n_outputs)]
     except KeyError as e:
         raise ModelFileError(f"the converted detector's signature lacks {e}; cannot order its heads") from e
+
+
+def read_images(paths: list[Path]) -> list[np.ndarray]:
+    """The images a converter calibrates or verifies on; one that cannot be read is skipped with a
+    warning naming it, so a batch finishes and says what it left out."""
+    import logging
+
+    from maskgate.edge.core.imageio import read_image
+
+    images = []
+    for p in paths:
+        try:
+            images.append(read_image(p))
+        except MaskgateError as e:
+            logging.getLogger(__name__).warning("skipped %s: %s", p.name, e)
+    return images

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from maskgate.edge.core import atomic, bundle, fetch
-from maskgate.edge.core.errors import DataError, MaskgateError
-from maskgate.edge.core.imageio import IMAGE_SUFFIXES, read_image
+from maskgate.edge.core.errors import DataError
+from maskgate.edge.core.imageio import IMAGE_SUFFIXES
 from maskgate.edge.core.metadata import DetectorInput, DetectorMetadata, Metrics, SsdHead, SsdSpec
 from maskgate.edge.core.preprocess import describe_ssd as describe_preprocessing
 from maskgate.edge.core.sysinfo import resolve_threads
@@ -38,6 +38,7 @@ from .common import (
     bundle_fields,
     check_output,
     output_order,
+    read_images,
     tflite_latency,
 )
 from .config import DetectorConvertConfig
@@ -55,16 +56,6 @@ def _images(folder: Path) -> list[Path]:
     if len(files) < 20:
         raise DataError(f"--representative {folder}: {len(files)} images; at least 20 are needed")
     return files
-
-
-def _read(paths: list[Path]) -> list[np.ndarray]:
-    images = []
-    for p in paths:
-        try:
-            images.append(read_image(p))
-        except MaskgateError as e:
-            logger.warning("skipped %s: %s", p.name, e)
-    return images
 
 
 def verify(
@@ -176,7 +167,7 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
     spec = ssd_spec(prototxt)
     model, names = build_keras(prototxt, weights)
     opencv = SsdOpenCvDetector(prototxt, weights, threads=resolve_threads())
-    verify_images = _read(verify_files)
+    verify_images = read_images(verify_files)
     diff = raw_difference(model, opencv, verify_images[:5], names, cfg.sizes)
     logger.info("Keras rebuild vs OpenCV, raw head outputs on 5 frames: max abs difference %.2e", diff)
     if diff > 1e-3:
@@ -185,7 +176,7 @@ def convert_detector(cfg: DetectorConvertConfig) -> Path:
     import cv2
 
     calibration = []
-    for i, image in enumerate(_read(calibration_files)):
+    for i, image in enumerate(read_images(calibration_files)):
         w, h = cfg.sizes[i % len(cfg.sizes)]  # every size is calibrated: activations grow with the input
         calibration.append(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))
     logger.info(

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from maskgate.edge.core import atomic, bundle, fetch, scene_split
-from maskgate.edge.core.errors import DataError, MaskgateError
-from maskgate.edge.core.imageio import IMAGE_SUFFIXES, read_image
+from maskgate.edge.core.errors import DataError
+from maskgate.edge.core.imageio import IMAGE_SUFFIXES
 from maskgate.edge.core.metadata import DetectorInput, DetectorMetadata, Metrics, RetinaFaceSpec
 from maskgate.edge.core.preprocess import RETINAFACE_SIZE_MULTIPLE, describe_retinaface, prepare_retinaface
 from maskgate.edge.detectors.base import softmax
@@ -40,6 +40,7 @@ from .common import (
     bundle_fields,
     check_output,
     output_order,
+    read_images,
     tflite_latency,
 )
 from .config import RetinaFaceConvertConfig
@@ -69,16 +70,6 @@ def tune_scenes(folder: Path | None) -> tuple[Path, list[Path]]:
     if len(tune) < 20:
         raise DataError(f"--representative {folder}: {len(tune)} images on the tune side; at least 20 needed")
     return folder, tune
-
-
-def _read(paths: list[Path]) -> list[np.ndarray]:
-    images = []
-    for p in paths:
-        try:
-            images.append(read_image(p))
-        except MaskgateError as e:
-            logger.warning("skipped %s: %s", p.name, e)
-    return images
 
 
 def raw_difference(model, onnx_path: Path, images: list[np.ndarray], max_side: int) -> float:
@@ -143,7 +134,7 @@ def convert_retinaface(cfg: RetinaFaceConvertConfig) -> Path:
         )
     onnx_path = fetch.ensure(ONNX_FILE)
     model = build_keras(onnx_path)
-    verify_images = _read(verify_files)
+    verify_images = read_images(verify_files)
     diff = raw_difference(model, onnx_path, verify_images[:5], cfg.max_side)
     logger.info("Keras rebuild vs onnxruntime, raw outputs on 5 frames: max abs difference %.2e", diff)
     if diff > REBUILD_TOLERANCE:
@@ -151,7 +142,9 @@ def convert_retinaface(cfg: RetinaFaceConvertConfig) -> Path:
             f"the rebuilt network differs from onnxruntime's by {diff:.3g}; no bundle written"
         )
 
-    calibration = [prepare_retinaface(image, "frame", cfg.max_side)[0] for image in _read(calibration_files)]
+    calibration = [
+        prepare_retinaface(image, "frame", cfg.max_side)[0] for image in read_images(calibration_files)
+    ]
     logger.info("calibrating on %d tune-side scenes from %s at their own size", len(calibration), folder)
     # The float32 model is always shipped: int8 is verified against it, and benchmarks compare the two.
     models = {

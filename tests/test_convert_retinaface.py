@@ -62,8 +62,8 @@ def test_a_small_conversion_gives_a_bundle_the_device_runs(onnx_file, scenes, tm
     from maskgate.edge.detectors.retinaface import RetinaFaceDetector
 
     read = []
-    original = retinaface_bundle._read
-    monkeypatch.setattr(retinaface_bundle, "_read", lambda paths: read.extend(paths) or original(paths))
+    original = retinaface_bundle.read_images
+    monkeypatch.setattr(retinaface_bundle, "read_images", lambda paths: read.extend(paths) or original(paths))
     out = tmp_path / "rf"
     assert main(["-q", *convert_args(out, scenes, "--tolerance", "0.5")]) == 0
     assert read and all(scene_split.side(p.name) == "tune" for p in read)  # the report side stays unseen
