@@ -113,6 +113,8 @@ class LiveState:
                     self._fps = 1.0 / dt if self._fps == 0 else 0.9 * self._fps + 0.1 / dt
             self._seq += 1
             self._image, self._faces, self._frame_at = image, tuple(faces), now
+            if self._camera in ("lost", "reconnecting"):
+                self.counters["reconnects"] += 1
             self._camera = "up"
             self.counters["frames"] += 1
             self.counters["faces"] += len(self._faces)

@@ -288,7 +288,7 @@ class WebServer:
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
         beat = time.monotonic()
-        while not self._closing.is_set():
+        while not self._closing.is_set() and not _gone(request):
             events = self.live.events_after(last)
             for ev in events:
                 data = json.dumps(ev.as_json(), separators=(",", ":"))
@@ -315,7 +315,7 @@ class WebServer:
         await response.prepare(request)
         interval = 1.0 / self.cfg.stream_fps
         sent = -1
-        while not self._closing.is_set():
+        while not self._closing.is_set() and not _gone(request):
             started = time.monotonic()
             seq = self.live.latest()[0]
             if seq != sent and seq > 0:
@@ -360,3 +360,9 @@ class WebServer:
         """Sleep, but wake at once when the server closes."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), seconds)
+
+
+def _gone(request) -> bool:
+    """The client hung up: its stream ends, and its slot is free for another."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
