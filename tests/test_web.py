@@ -80,8 +80,9 @@ def test_healthz_is_200_while_frames_flow_and_503_while_the_camera_is_lost(serve
 
 
 def test_pages_and_static_files_are_served_and_unknown_paths_are_404(server):
-    for path, kind in (("/", "text/html"), ("/kiosk", "text/html"), ("/static/kiosk.js", "text/javascript"),
-                       ("/static/index.css", "text/css"), ("/static/strings.json", "application/json")):  # fmt: skip
+    pages = {"/": "text/html", "/kiosk": "text/html", "/static/kiosk.js": "text/javascript",
+             "/static/index.css": "text/css", "/static/strings.json": "application/json"}  # fmt: skip
+    for path, kind in pages.items():
         status, headers, _ = get(server, path)
         assert status == 200 and headers["Content-Type"].startswith(kind), path
     strings = json.loads(get(server, "/static/strings.json")[2])
@@ -105,7 +106,9 @@ def test_metrics_parse_as_prometheus_text_with_maskgate_names(server, live):
     status, _, body = get(server, "/metrics")
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     assert status == 200 and all(name.startswith("maskgate_") for name in families)
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples
+    }
     assert samples[("maskgate_frames_total", ())] == 4
     assert samples[("maskgate_decisions_total", (("kind", "unlock"),))] == 1
     assert samples[("maskgate_camera_up", ())] == 1
