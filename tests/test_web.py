@@ -170,6 +170,11 @@ def test_the_live_picture_is_mjpeg_parts_that_decode_scaled_to_the_width(live):
 def test_a_token_is_needed_off_loopback_and_checked_when_set(live):
     with pytest.raises(ConfigError, match="web.listen 0.0.0.0:8080 is not a loopback address"):
         build({"web": {"listen": "0.0.0.0:8080"}})
+    with pytest.raises(ConfigError, match="web.token needs at least 16 characters") as e:
+        build({"web": {"token": "hunter2"}})
+    assert "hunter2" not in str(e.value)  # a secret is never echoed
+    assert build({"web": {"listen": "[::1]:8080"}}).web.token is None  # loopback needs none
+    assert "*****" in str(build({"web": {"token": TOKEN}}).web.model_dump(mode="json"))
     with WebServer(web_cfg(token=TOKEN), live) as server:
         assert get(server, "/api/state")[0] == 401
         assert get(server, "/api/state", {"Authorization": "Bearer wrong-token-of-some-length"})[0] == 401

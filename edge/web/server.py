@@ -199,7 +199,7 @@ class WebServer:
                         return web.Response(status=401, text="401: bad token\n")
                     query = {k: v for k, v in request.query.items() if k != "token"}
                     target = request.rel_url.with_query(query) if query else request.rel_url.with_query(None)
-                    response = web.HTTPSeeOther(location=str(target))
+                    response = web.Response(status=303, headers={"Location": str(target)})
                     response.set_cookie(COOKIE, self._session, httponly=True, samesite="Strict", path="/")
                     return response
                 if not self._authorized(request):
