@@ -36,7 +36,7 @@ def test_the_kiosk_verdict_follows_the_door_the_faces_and_the_camera():
     states = [
         {**up, "door": {"relay": True}, "faces": [face("masked")]},
         {**up, "faces": [face("unmasked"), face("masked")]},
-        {**up, "faces": [face("masked", 20)]},
+        {**up, "faces": [], "too_small": 1},
         {**up, "faces": []},
         {**up, "camera": "reconnecting", "faces": [face("masked")]},
     ]

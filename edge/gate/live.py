@@ -83,6 +83,7 @@ class LiveState:
         self._seq = 0  # frames published; the latest frame's number
         self._image = None
         self._faces: tuple = ()
+        self._too_small = 0
         self._frame_at: float | None = None  # monotonic time of the latest frame
         self._fps = 0.0
         self._latency: dict[str, float] = dict.fromkeys(STAGES, 0.0)
@@ -103,8 +104,11 @@ class LiveState:
         with self._lock:
             self.versions = {k: str(v) for k, v in versions.items()}
 
-    def frame(self, image, faces: Sequence, timings, levels=None, phase: str | None = None) -> None:
-        """The frame just analysed, by reference, with its faces, stage timings and output levels."""
+    def frame(
+        self, image, faces: Sequence, timings, levels=None, phase: str | None = None, too_small: int = 0
+    ) -> None:
+        """The frame just analysed, by reference, with its faces, stage timings and output levels;
+        ``too_small`` counts the faces too far away to decide on."""
         now = self._clock()
         with self._lock:
             if self._frame_at is not None:
@@ -113,6 +117,7 @@ class LiveState:
                     self._fps = 1.0 / dt if self._fps == 0 else 0.9 * self._fps + 0.1 / dt
             self._seq += 1
             self._image, self._faces, self._frame_at = image, tuple(faces), now
+            self._too_small = int(too_small)
             if self._camera in ("lost", "reconnecting"):
                 self.counters["reconnects"] += 1
             self._camera = "up"
@@ -186,6 +191,7 @@ class LiveState:
             return {
                 "door": dict(self._door),
                 "faces": faces,
+                "too_small": self._too_small,
                 "fps": round(self._fps, 2),
                 "latency_ms": {k: round(v, 2) for k, v in self._latency.items()},
                 "camera": self._camera,

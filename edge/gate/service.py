@@ -163,7 +163,8 @@ class GateService:
         levels, events = self.gate.step(frame.timestamp, tracks)
         changed = self.outputs.apply(levels)  # the door first; logs and snapshots after
         if self.live is not None:
-            self.live.frame(frame.image, analysis.faces, analysis.timings, levels, self.gate.phase)
+            live_args = (frame.image, analysis.faces, analysis.timings, levels, self.gate.phase)
+            self.live.frame(*live_args, too_small=getattr(analysis, "too_small", 0))
         for event in events:
             self._report(event, frame, analysis)
         if changed:

@@ -9,8 +9,7 @@ function verdict(state) {
   if (state.door && state.door.relay) return "welcome";
   const faces = state.faces || [];
   if (faces.some((f) => f.decision === "unmasked")) return "mask";
-  const min = state.min_face_px || 0;
-  if (faces.length && faces.every((f) => f.height < min)) return "closer";
+  if (!faces.length && state.too_small > 0) return "closer";  // seen, but too far to decide on
   return "idle";
 }
 
