@@ -6,6 +6,7 @@ health check, the metrics and the token rules are checked on the wire.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -165,6 +166,17 @@ def test_the_live_picture_is_mjpeg_parts_that_decode_scaled_to_the_width(live):
                 feed(live)  # a new frame for the next part
         conn.close()
     assert all(img is not None and img.shape == (120, 160, 3) for img in images)
+    greenness = images[0][..., 1].astype(int) - images[0][..., 2].astype(int)  # on a grey frame
+    assert greenness.max() > 60  # a green box and label drawn: the gate counts the face masked
+
+
+def test_the_live_picture_colours_a_box_by_the_gates_decision_not_the_likeliest_class():
+    from maskgate.edge.gate.draw import GREEN, RED, annotate
+
+    image = np.zeros((100, 100, 3), np.uint8)
+    doubtful = dataclasses.replace(detected_face(True, (10, 10, 60, 60)), masked=False)  # below threshold
+    assert tuple(annotate(image, [doubtful])[35, 10]) == GREEN  # by class: with_mask
+    assert tuple(annotate(image, [doubtful], by_decision=True)[35, 10]) == RED
 
 
 def test_a_token_is_needed_off_loopback_and_checked_when_set(live):

@@ -348,7 +348,7 @@ class WebServer:
         seq, image, faces = self.live.latest()
         if image is None:
             return None
-        out = annotate(image, faces)  # a copy: the gate's frame is never written into
+        out = annotate(image, faces, by_decision=True)  # a copy: the gate's frame is never written into
         h, w = out.shape[:2]
         if w > self.cfg.stream_width:
             out = cv2.resize(out, (self.cfg.stream_width, round(h * self.cfg.stream_width / w)),
