@@ -52,7 +52,9 @@ def test_the_gate_never_classifies_faint_or_distant_faces(bundle, monkeypatch):
         Detection((200, 10, 220, 30), 0.95),
     ]
     analyzer = FrameAnalyzer(FixedDetector(dets), bundle, margin=0.15, min_score=0.5, min_height=40)
-    assert [f.box for f in analyzer.analyze(frame()).faces] == [(10, 10, 60, 70)]
+    analysis = analyzer.analyze(frame())
+    assert [f.box for f in analysis.faces] == [(10, 10, 60, 70)]
+    assert analysis.too_small == 1  # the distant face is counted (the kiosk asks it to step closer)
     empty = FrameAnalyzer(FixedDetector([Detection((0, 0, 0, 0), 0.9)]), bundle, margin=0.1).analyze(frame())
     assert empty.faces == []  # a degenerate box is dropped, not cropped
 

@@ -22,6 +22,19 @@ def test_the_wheel_holds_every_module_and_bundle_file(wheel):
     for folder, package in PACKAGE_DIRS.items():
         root = REPO / folder
         expected |= {f"{package}/{p.relative_to(root).as_posix()}" for p in root.rglob("*.py")}
+    # the web server's pages, shipped as package data: no CDN, no build step
+    static = REPO / "edge" / "web" / "static"
+    pages = {p.name for p in static.iterdir() if p.is_file() and p.suffix != ".py"}
+    assert {
+        "index.html",
+        "kiosk.html",
+        "index.js",
+        "kiosk.js",
+        "index.css",
+        "kiosk.css",
+        "strings.json",
+    } <= pages
+    expected |= {f"maskgate/edge/web/static/{name}" for name in pages}
     bundles = [d for d in (REPO / "models").iterdir() if (d / "SHA256SUMS").is_file()]
     assert {d.name for d in bundles} >= {"classifier", "detector", "retinaface", "segmenter"}
     for d in bundles:

@@ -191,3 +191,51 @@ def test_snapshots_are_saved_only_when_configured(mock_factory, tmp_path):
     svc.run(threading.Event())
     names = sorted(p.name for p in (tmp_path / "snaps").iterdir())
     assert len(names) == 2 and {n.rsplit("-", 1)[1] for n in names} == {"unlock.jpg", "deny.jpg"}
+
+
+def test_a_live_state_given_to_the_service_follows_frames_events_and_the_camera(mock_factory):
+    from maskgate.edge.gate.live import LiveState
+
+    live = LiveState()
+    svc = make_service(mock_factory, [ScriptedSource([1, 1, 1, 1], lost=True), ScriptedSource([0, 0])])
+    svc.live = live
+    svc.run(threading.Event())
+    state = live.snapshot()
+    assert state["counters"]["frames"] == 6 and state["counters"]["relay_pulses"] == 1
+    assert [e.kind for e in live.events_after(0)] == [e.kind for e in svc.events] == ["unlock", "cancel"]
+    assert state["counters"]["reconnects"] == 1 and state["camera"] == "ended"
+    assert live.latest()[0] == 6
+
+
+def test_stuck_web_clients_never_slow_the_gate_loop(mock_factory):
+    """Viewers that never read their live picture or events: the gate runs as fast as without them."""
+    import socket
+
+    from maskgate.edge.gate.live import LiveState
+    from maskgate.edge.web.server import WebServer
+
+    codes = [1, 1, 1, 0, 0, 2, 2, 2, 0, 0] * 150
+
+    def timed(live):
+        svc = make_service(mock_factory, [ScriptedSource(codes)])
+        svc.live = live
+        t = time.monotonic()
+        with svc.outputs:
+            svc.run(threading.Event())
+        return time.monotonic() - t, svc
+
+    alone, _ = timed(LiveState())
+    live = LiveState()
+    cfg = build({"web": {"listen": "127.0.0.1:0", "stream_fps": 30, "max_clients": 8}}).web
+    with WebServer(cfg, live) as server:
+        stuck = []
+        for path in ("/stream.mjpg", "/stream.mjpg", "/api/events"):
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())  # and never read
+            stuck.append(s)
+        watched, svc = timed(live)
+        for s in stuck:
+            s.close()
+    assert svc.stats.frames == len(codes) and live.snapshot()["counters"]["frames"] == len(codes)
+    assert watched < 2 * alone + 0.5, (alone, watched)

@@ -52,7 +52,15 @@ def _run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, request_stop)
-    return run_gate(cfg, stop)
+    if not cfg.web.enabled:
+        return run_gate(cfg, stop)
+    # The web server observes the gate through a LiveState; aiohttp loads only here.
+    from ..gate.live import LiveState
+    from ..web.server import WebServer
+
+    live = LiveState()
+    with WebServer(cfg.web, live):
+        return run_gate(cfg, stop, live=live)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -63,6 +63,7 @@ class Timings:
 class Analysis:
     faces: list[Face]
     timings: Timings = field(default_factory=Timings)
+    too_small: int = 0  # confident detections lower than min_face_px: people too far to decide on
 
 
 class FrameAnalyzer:
@@ -118,9 +119,12 @@ class FrameAnalyzer:
         detections = self.detector.detect(image)
         t1 = time.perf_counter()
         h, w = image.shape[:2]
-        kept, crops = [], []
+        kept, crops, too_small = [], [], 0
         for d in detections:
-            if d.score < self.min_score or d.box[3] - d.box[1] < self.min_height:
+            if d.score < self.min_score:
+                continue
+            if d.box[3] - d.box[1] < self.min_height:
+                too_small += 1
                 continue
             grown = expand_box(d.box, self.margin, w, h)
             if grown is not None:
@@ -145,7 +149,7 @@ class FrameAnalyzer:
                 )
             )
         ms = 1000.0
-        return Analysis(faces, Timings((t1 - t0) * ms, (t2 - t1) * ms, (t3 - t2) * ms))
+        return Analysis(faces, Timings((t1 - t0) * ms, (t2 - t1) * ms, (t3 - t2) * ms), too_small)
 
     def close(self) -> None:
         self.detector.close()

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from ..core.errors import ConfigError
 from ..core.settings import Section, error_lines
@@ -214,6 +214,69 @@ class ServiceConfig(Section):
     )
 
 
+LOOPBACK_HOSTS = ("localhost", "::1")
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8080`` for IPv6) as its host and port; ValueError if it is neither."""
+    host, sep, port = listen.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebConfig(Section):
+    enabled: bool = Field(
+        False, description="serve the live view, kiosk screen, HTTP API and metrics from `maskgate run`"
+    )
+    listen: str = Field(
+        "127.0.0.1:8080",
+        description="HOST:PORT to listen on; any address but loopback needs web.token or web.token_file",
+    )
+    token: SecretStr | None = Field(None, description="access token (16+ characters) clients must present")
+    token_file: Path | None = Field(
+        None, description="file holding the access token, readable by the service user alone"
+    )
+    stream_fps: float = Field(10.0, gt=0, le=30, description="most frames per second of the live picture")
+    stream_width: int = Field(
+        640, ge=160, le=1920, description="the live picture is scaled down to at most this width (px)"
+    )
+    max_clients: int = Field(
+        8, ge=1, le=64, description="most requests served at once (live pictures and event streams count)"
+    )
+    kiosk_mirror: bool = Field(False, description="the kiosk screen shows the live picture, mirrored")
+    language: Literal["en", "de"] = Field("en", description="language of the kiosk's texts: 'en' or 'de'")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_form(cls, value: str) -> str:
+        split_listen(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> WebConfig:
+        # checked here, not by a length bound on the field, so that no error message echoes the token
+        if self.token is not None and len(self.token.get_secret_value().strip()) < 16:
+            raise ValueError("web.token needs at least 16 characters")
+        host, _ = split_listen(self.listen)
+        if not is_loopback(host) and self.token is None and self.token_file is None:
+            raise ValueError(
+                f"web.listen {self.listen} is not a loopback address: set web.token or web.token_file"
+            )
+        return self
+
+
 class GateConfig(Section):
     """Everything ``maskgate run`` needs; ``detect`` uses its source, detector and classifier."""
 
@@ -223,6 +286,7 @@ class GateConfig(Section):
     decision: DecisionConfig = DecisionConfig()
     outputs: OutputsConfig = OutputsConfig()
     service: ServiceConfig = ServiceConfig()
+    web: WebConfig = WebConfig()
 
     @model_validator(mode="after")
     def _backend_defaults(self) -> GateConfig:

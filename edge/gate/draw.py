@@ -9,14 +9,21 @@ from ..core.labels import MASKED, UNMASKED
 GREEN, RED, AMBER = (60, 180, 60), (40, 40, 220), (0, 170, 255)
 
 
-def annotate(image: np.ndarray, faces) -> np.ndarray:
-    """A copy of ``image`` with each face's box and ``label score`` drawn, and its landmarks as dots."""
+def annotate(image: np.ndarray, faces, *, by_decision: bool = False) -> np.ndarray:
+    """A copy of ``image`` with each face's box and ``label score`` drawn, and its landmarks as dots.
+
+    Boxes are coloured by the likeliest class, or with ``by_decision`` by what the gate counts
+    (``masked``: p(masked) at or above the threshold), as the live view shows them."""
     import cv2
 
     out = image.copy()
     thick = max(1, round(min(out.shape[:2]) / 300))
     for f in faces:
-        color = GREEN if f.label == MASKED else RED if f.label == UNMASKED else AMBER
+        masked = getattr(f, "masked", None) if by_decision else None
+        if masked is not None:
+            color = GREEN if masked else RED
+        else:
+            color = GREEN if f.label == MASKED else RED if f.label == UNMASKED else AMBER
         x1, y1, x2, y2 = f.box
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
         for x, y in getattr(f, "landmarks", None) or ():

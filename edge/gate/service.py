@@ -25,6 +25,7 @@ from .analyzer import Analysis, FrameAnalyzer
 from .config import GateConfig
 from .decision import Event, Gate
 from .draw import annotate
+from .live import LiveState
 from .notify import Notifier
 from .outputs import Outputs
 from .snapshots import SnapshotStore
@@ -74,6 +75,7 @@ class GateService:
         open_source: Callable[[threading.Event], FrameSource] | None = None,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.monotonic,
+        live: LiveState | None = None,
     ) -> None:
         self.cfg = cfg
         self.outputs = outputs
@@ -81,6 +83,9 @@ class GateService:
         self._open = open_source or (lambda stop: _open_default(cfg, stop))
         self.notifier = notifier or Notifier()
         self.clock = clock
+        self.live = live  # observers' view (the web server): updated in O(1) per frame, never awaited
+        if live is not None:
+            live.min_face_px = cfg.decision.min_face_px
         d = cfg.decision
         self.tracker = Tracker.from_config(d)
         self.gate = Gate(d)
@@ -138,6 +143,8 @@ class GateService:
                     logger.info("%s", self.stats.summary(now))
                     next_stats = now + self.cfg.service.stats_every_s
         finally:
+            if self.live is not None:
+                self.live.camera("ended")
             try:
                 self.outputs.off()
             finally:
@@ -155,6 +162,9 @@ class GateService:
         tracks = self.tracker.update(frame.timestamp, observations)
         levels, events = self.gate.step(frame.timestamp, tracks)
         changed = self.outputs.apply(levels)  # the door first; logs and snapshots after
+        if self.live is not None:
+            live_args = (frame.image, analysis.faces, analysis.timings, levels, self.gate.phase)
+            self.live.frame(*live_args, too_small=getattr(analysis, "too_small", 0))
         for event in events:
             self._report(event, frame, analysis)
         if changed:
@@ -162,6 +172,8 @@ class GateService:
 
     def _report(self, event: Event, frame: Frame | None = None, analysis: Analysis | None = None) -> None:
         self.events.append(event)
+        if self.live is not None:
+            self.live.event(event.kind, event.faces, event.detail)
         self.stats.events[event.kind] = self.stats.events.get(event.kind, 0) + 1
         where = f"frame {frame.index}" + (f" ({frame.name})" if frame and frame.name else "") if frame else ""
         logger.info("%s%s", event, f" [{where}]" if where else "")
@@ -180,6 +192,8 @@ class GateService:
             logger.warning("source lost: %s; relay off%s", reason, ", reconnecting" if reconnecting else "")
             self.notifier.status(f"source lost: {reason}")
         self._outage.begin(self.clock())
+        if self.live is not None:
+            self.live.camera("lost" if not reconnecting else "reconnecting")
 
     def _open_or_wait(self, stop: threading.Event) -> FrameSource | None:
         """Open the source; a camera that is not there (yet) is retried after a growing wait.
@@ -202,6 +216,8 @@ class GateService:
                 self.notifier.status(f"waiting for the source: {e}")
                 self._outage.begin(self.clock())
                 self._outage.attempts = 1  # the attempt that just failed
+            if self.live is not None:
+                self.live.camera("reconnecting")
             self._backoff(stop)
             return None
         self._opened, self._live = True, source.live
@@ -255,8 +271,9 @@ def _open_default(cfg: GateConfig, stop: threading.Event) -> FrameSource:
     return open_source(cfg.source, cancel=stop)
 
 
-def run_gate(cfg: GateConfig, stop: threading.Event, *, factory=None) -> int:
-    """Build the outputs (first: relay off), the models, and run until stopped."""
+def run_gate(cfg: GateConfig, stop: threading.Event, *, factory=None, live: LiveState | None = None) -> int:
+    """Build the outputs (first: relay off), the models, and run until stopped; ``live``, if given,
+    is kept up to date for observers."""
     with Outputs.from_config(
         cfg.outputs, pulse_s=cfg.decision.pulse_s, factory=factory, guarded=True
     ) as outputs:
@@ -271,6 +288,13 @@ def run_gate(cfg: GateConfig, stop: threading.Event, *, factory=None) -> int:
                 "/".join(analyzer.classes),
                 analyzer.threshold,
             )
-            return GateService(cfg, outputs=outputs, analyzer=analyzer).run(stop)
+            if live is not None:
+                live.set_versions(
+                    detector=analyzer.detector.name,
+                    classifier=analyzer.bundle.path.name,
+                    classes="/".join(analyzer.classes),
+                    threshold=f"{analyzer.threshold:.4f}",
+                )
+            return GateService(cfg, outputs=outputs, analyzer=analyzer, live=live).run(stop)
         finally:
             analyzer.close()
