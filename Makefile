@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED)/models),)
 export MASKGATE_MIRROR ?= $(abspath $(SHARED)/models)
 endif
 
-.PHONY: setup setup-edge demo demo-train test test-edge lint benchmark-train benchmark-scenes benchmark-detectors benchmark-faults clean
+.PHONY: setup setup-edge demo demo-train test test-edge lint benchmark-train benchmark-scenes benchmark-detectors benchmark-faults benchmark-web clean
 
 # The developer's environment: every extra, TensorFlow included.
 $(VENV)/.installed: pyproject.toml
@@ -42,9 +42,12 @@ $(EDGE_VENV)/.installed-test: $(EDGE_VENV)/.installed
 # shared data stand in for a camera, each held for a second as if a person stood at the gate.
 # It needs only what a device installs.
 DEMO_SCENES ?= $(SHARED)/data/scenes/images/maksssksksss[0-9].jpg
+# `make demo WEB=1` also serves the live view (/) and the kiosk screen (/kiosk) on http://127.0.0.1:8080
+# while the scenes play; the log's first lines give the URL.
 demo: setup-edge
 	$(EDGE_BIN)/maskgate models fetch --for edge
-	$(EDGE_BIN)/maskgate run --config systemd/demo.toml --source "$(DEMO_SCENES)"
+	$(EDGE_BIN)/maskgate run --config systemd/demo.toml --source "$(DEMO_SCENES)" \
+		$(if $(WEB),--set web.enabled=true --set source.loop=true)
 
 # A short training run on a sample of the faces: fetch, scan, split, train, evaluate, report.
 demo-train: setup
@@ -100,6 +103,12 @@ $(KERAS_REF)/model.keras:
 benchmark-detectors: setup $(KERAS_REF)/model.keras
 	$(BIN)/maskgate bench --source $(SHARED)/data/scenes/images --frames 700 --voc $(SHARED)/data/scenes \
 		--scenes report --threads 1,2 --keras $(KERAS_REF) --json runs/bench-detectors.json
+
+# The web benchmark of docs/runtime.md: the gate's frame rate with 0, 1 and 3 live-view viewers and its
+# memory with the server on and off, on the demo footage, unpaced, rounds interleaved.
+benchmark-web: setup
+	mkdir -p runs
+	$(BIN)/python tests/bench_web.py --scenes "$(DEMO_SCENES)" --json runs/web.json
 
 # The fault benchmark of docs/runtime.md: hostile images, bundles and configurations through the real
 # commands (processed / skipped / refused / crashed), the relay's on-time with the gate frozen, GIL-bound
