@@ -138,3 +138,26 @@ def read_images(paths: list[Path]) -> list[np.ndarray]:
         except MaskgateError as e:
             logging.getLogger(__name__).warning("skipped %s: %s", p.name, e)
     return images
+
+
+SHARED_ENV = "MASKGATE_SHARED"
+
+
+def scene_images(folder: Path | None) -> tuple[Path, list[Path]]:
+    """A detector converter's ``--representative`` folder (default: the shared scenes) and its
+    images, sorted; a missing folder is one line."""
+    import os
+
+    from maskgate.edge.core.errors import DataError
+    from maskgate.edge.core.imageio import IMAGE_SUFFIXES
+
+    if folder is None:
+        shared = os.environ.get(SHARED_ENV)
+        if not shared:
+            raise DataError(
+                f"give --representative DIR (scene images), or set {SHARED_ENV} to the shared data"
+            )
+        folder = Path(shared) / "data" / "scenes" / "images"
+    if not folder.is_dir():
+        raise DataError(f"--representative {folder} is not a directory")
+    return folder, sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -13,7 +13,6 @@ command refuses and writes nothing.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ import numpy as np
 
 from maskgate.edge.core import atomic, bundle, fetch
 from maskgate.edge.core.errors import DataError
-from maskgate.edge.core.imageio import IMAGE_SUFFIXES
 from maskgate.edge.core.metadata import DetectorInput, DetectorMetadata, Metrics, SsdHead, SsdSpec
 from maskgate.edge.core.preprocess import describe_ssd as describe_preprocessing
 from maskgate.edge.core.sysinfo import resolve_threads
@@ -39,23 +37,13 @@ from .common import (
     check_output,
     output_order,
     read_images,
+    scene_images,
     tflite_latency,
 )
 from .config import DetectorConvertConfig
 from .quantize import to_tflite
 
 logger = logging.getLogger(__name__)
-
-SHARED_ENV = "MASKGATE_SHARED"
-
-
-def _images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise DataError(f"--representative {folder} is not a directory")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if len(files) < 20:
-        raise DataError(f"--representative {folder}: {len(files)} images; at least 20 are needed")
-    return files
 
 
 def verify(
@@ -144,15 +132,9 @@ def opencv_latency(
 
 def convert_detector(cfg: DetectorConvertConfig) -> Path:
     check_output(cfg.out)
-    folder = cfg.representative
-    if folder is None:
-        shared = os.environ.get(SHARED_ENV)
-        if not shared:
-            raise DataError(
-                f"give --representative DIR (scene images), or set {SHARED_ENV} to the shared data"
-            )
-        folder = Path(shared) / "data" / "scenes" / "images"
-    files = _images(folder)
+    folder, files = scene_images(cfg.representative)
+    if len(files) < 20:
+        raise DataError(f"--representative {folder}: {len(files)} images; at least 20 are needed")
     order = np.random.default_rng(cfg.seed).permutation(len(files))
     calibration_files = [files[i] for i in order[: cfg.samples]]
     verify_files = [files[i] for i in order[cfg.samples : cfg.samples + cfg.verify_images]]

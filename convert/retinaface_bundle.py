@@ -16,7 +16,6 @@ calibration and verification alike, so the ``report`` side stays unseen.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ import numpy as np
 
 from maskgate.edge.core import atomic, bundle, fetch, scene_split
 from maskgate.edge.core.errors import DataError
-from maskgate.edge.core.imageio import IMAGE_SUFFIXES
 from maskgate.edge.core.metadata import DetectorInput, DetectorMetadata, Metrics, RetinaFaceSpec
 from maskgate.edge.core.preprocess import RETINAFACE_SIZE_MULTIPLE, describe_retinaface, prepare_retinaface
 from maskgate.edge.detectors.base import softmax
@@ -41,6 +39,7 @@ from .common import (
     check_output,
     output_order,
     read_images,
+    scene_images,
     tflite_latency,
 )
 from .config import RetinaFaceConvertConfig
@@ -50,22 +49,12 @@ from .retinaface import HEADS, LEVELS, build_keras, onnx_outputs
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "retinaface_mobilenet0.25.onnx"
-SHARED_ENV = "MASKGATE_SHARED"
 REBUILD_TOLERANCE = 1e-3  # largest raw-output difference from onnxruntime accepted
 
 
 def tune_scenes(folder: Path | None) -> tuple[Path, list[Path]]:
     """The scene images on the ``tune`` side of the project's split, from ``folder`` or the shared data."""
-    if folder is None:
-        shared = os.environ.get(SHARED_ENV)
-        if not shared:
-            raise DataError(
-                f"give --representative DIR (scene images), or set {SHARED_ENV} to the shared data"
-            )
-        folder = Path(shared) / "data" / "scenes" / "images"
-    if not folder.is_dir():
-        raise DataError(f"--representative {folder} is not a directory")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    folder, files = scene_images(folder)
     tune = [folder / n for n in scene_split.select([p.name for p in files], scene_split.TUNE)]
     if len(tune) < 20:
         raise DataError(f"--representative {folder}: {len(tune)} images on the tune side; at least 20 needed")

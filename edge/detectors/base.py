@@ -51,6 +51,27 @@ class FaceDetector(ABC):
         pass
 
 
+class DecodedDetector(FaceDetector):
+    """A detector whose network runs in LiteRT and whose boxes are decoded in numpy by ``_post``
+    (an object with a ``confidence_threshold``), with the bundle's own floor ``_floor``.
+
+    Boxes below the reporting confidence are never reported and can never suppress one above it,
+    so decoding and NMS start there: the same boxes above ``confidence``, in a fraction of the time.
+    """
+
+    _post: Any
+    _floor: float
+
+    @property
+    def confidence(self) -> float:
+        return self._confidence
+
+    @confidence.setter
+    def confidence(self, value: float) -> None:
+        self._confidence = value
+        self._post.confidence_threshold = max(self._floor, value)
+
+
 def boxes_from_normalized(
     rows: np.ndarray, width: int, height: int, *, confidence: float, min_face_px: int
 ) -> list[Detection]:

@@ -20,7 +20,7 @@ from ..core.errors import ModelFileError, brief
 from ..core.litert import check_uint8_passthrough, dequantize, load_interpreter
 from ..core.preprocess import prepare_retinaface
 from ..core.sysinfo import resolve_threads
-from .base import Detection, FaceDetector, SizeCache, boxes_from_normalized
+from .base import DecodedDetector, Detection, SizeCache, boxes_from_normalized
 from .config import DetectorConfig
 from .retinaface_decoding import AnchorSpec, RetinaFaceOutput, flatten_heads
 
@@ -30,7 +30,7 @@ BUNDLE = "retinaface"  # the shipped bundle's folder under models/
 PLANNED_SIZES = 8
 
 
-class RetinaFaceDetector(FaceDetector):
+class RetinaFaceDetector(DecodedDetector):
     """RetinaFace from a detector bundle; ``float_model`` runs the bundle's float32 model instead
     (for comparison: the device runs int8)."""
 
@@ -107,16 +107,6 @@ class RetinaFaceDetector(FaceDetector):
             threads=cfg.threads,
             float_model=float_model,
         )
-
-    @property
-    def confidence(self) -> float:
-        return self._confidence
-
-    @confidence.setter
-    def confidence(self, value: float) -> None:
-        # Boxes below the reporting confidence are never reported, so NMS need not start lower.
-        self._confidence = value
-        self._post.confidence_threshold = max(self._floor, value)
 
     def _resize(self, size: tuple[int, int]) -> None:
         if self._interpreter is None:

@@ -22,7 +22,7 @@ from ..core.litert import check_uint8_passthrough, dequantize, load_interpreter
 from ..core.preprocess import SSD_MEAN_BGR
 from ..core.sizes import fit_size, network_size
 from ..core.sysinfo import resolve_threads
-from .base import Detection, FaceDetector, boxes_from_normalized
+from .base import DecodedDetector, Detection, FaceDetector, boxes_from_normalized
 from .config import DetectorConfig
 from .ssd_decoding import DetectionOutput, Head
 
@@ -91,7 +91,7 @@ class SsdOpenCvDetector(FaceDetector):
         )
 
 
-class SsdInt8Detector(FaceDetector):
+class SsdInt8Detector(DecodedDetector):
     """The same SSD, rebuilt and quantised to int8 by ``maskgate convert detector``, on LiteRT.
 
     The network runs in the interpreter; prior boxes, decoding and NMS run in
@@ -146,17 +146,6 @@ class SsdInt8Detector(FaceDetector):
             min_face_px=cfg.min_face_px,
             threads=cfg.threads,
         )
-
-    @property
-    def confidence(self) -> float:
-        return self._confidence
-
-    @confidence.setter
-    def confidence(self, value: float) -> None:
-        # Boxes below the reporting confidence can never suppress one above it, so NMS starts there:
-        # the same boxes as OpenCV's DetectionOutput above ``confidence``, in a fraction of the time.
-        self._confidence = value
-        self._post.confidence_threshold = max(self._floor, value)
 
     def _resize(self, size: tuple[int, int]) -> None:
         if size == self._size:
