@@ -6,7 +6,8 @@
 # Creates the `maskgate` system user (groups gpio and video), a virtual environment in
 # /opt/maskgate/venv with maskgate from this checkout, /etc/maskgate/config.toml from the
 # documented example (an existing one is kept), verified model files in /var/cache/maskgate,
-# and the unit /etc/systemd/system/maskgate.service, then enables and starts it.
+# and the unit /etc/systemd/system/maskgate.service with its network drop-in (maskgate.service.d/
+# network.conf, from `maskgate sandbox`), then enables and starts it.
 # --mirror DIR takes the model files from a local folder instead of their official URLs.
 # Running it again upgrades maskgate and the unit and keeps the configuration.
 set -euo pipefail
@@ -68,6 +69,10 @@ run env MASKGATE_CACHE="$CACHE" ${MIRROR:+MASKGATE_MIRROR="$MIRROR"} \
   setpriv --reuid=maskgate --regid=maskgate --init-groups "$PREFIX/venv/bin/maskgate" models fetch --for edge
 
 run install -m 0644 "$SRC/systemd/maskgate.service" "$UNIT"
+# The network sandbox for this configuration (web.listen, web.allow, a stream camera's host): a drop-in
+# beside the unit, written again by `maskgate sandbox --write` whenever [web] or [source] changes.
+run install -d -m 0755 "$UNIT.d"
+run "$PREFIX/venv/bin/maskgate" sandbox --config "$CONF" --write "$UNIT.d"
 run systemctl daemon-reload
 if [ "$START" = 1 ]; then
   run systemctl enable --now maskgate.service

@@ -10,6 +10,7 @@ import dataclasses
 import http.client
 import json
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,7 @@ from maskgate.edge.gate.analyzer import Timings
 from maskgate.edge.gate.config import build
 from maskgate.edge.gate.live import LiveState
 from maskgate.edge.gate.outputs import Signals
+from maskgate.edge.web import server as server_module
 from maskgate.edge.web.server import WebServer
 
 TOKEN = "correct-horse-battery-staple"
@@ -195,6 +197,35 @@ def test_a_token_is_needed_off_loopback_and_checked_when_set(live):
         assert get(server, "/kiosk?token=wrong")[0] == 401
 
 
+def own_address() -> str:
+    """This machine's address on its network (not loopback), as a client elsewhere would reach it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+        address = s.getsockname()[0]
+    if address.startswith("127.") or address == "0.0.0.0":
+        pytest.skip("no network address besides loopback")
+    return address
+
+
+def test_off_loopback_only_clients_from_web_allow_are_served(live):
+    feed(live)
+    here = own_address()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    elsewhere = next(n for n in ("198.51.100.0/24", "203.0.113.0/24") if not here.startswith(n[:8]))
+    for allow, status in (([elsewhere], 403), ([f"{here}/32"], 200)):
+        with WebServer(web_cfg(listen="0.0.0.0:0", token=TOKEN, allow=allow), live) as server:
+            url = f"http://{here}:{server.port}/api/state"
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
+                    got = r.status
+            except urllib.error.HTTPError as e:
+                got = e.code
+            assert got == status, allow
+            assert get(server, "/api/state", headers)[0] == 200  # loopback always may
+    with pytest.raises(ConfigError, match="'192.168.1' is not a network"):
+        build({"web": {"allow": ["192.168.1"]}})
+
+
 def test_a_one_time_token_link_sets_an_http_only_cookie(live):
     with WebServer(web_cfg(token=TOKEN), live) as server:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
@@ -233,6 +264,21 @@ def test_clients_beyond_max_clients_get_503_and_the_rest_are_served(live):
         while get(server, "/api/state")[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert get(server, "/api/state")[0] == 200
+
+
+def test_open_connections_idle_ones_too_are_bounded_and_an_idle_one_is_closed(live, monkeypatch):
+    monkeypatch.setattr(server_module, "IDLE_S", 0.5)
+    feed(live)
+    with WebServer(web_cfg(max_clients=1), live) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+        time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as third:
+            assert third.recv(100).startswith(b"HTTP/1.1 503")  # two open connections: the bound
+            assert third.recv(100) == b""  # and closed
+        for conn in idle:  # no request within IDLE_S: closed by the server
+            assert conn.recv(100) == b""
+            conn.close()
+        assert get(server, "/api/state")[0] == 200  # the slots are free again
 
 
 def test_a_failing_handler_logs_one_line_and_no_traceback(server, live, caplog, monkeypatch):

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from ..core.errors import ConfigError
 from ..gate.config import DEFAULT_PATH, GateConfig
@@ -26,6 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_gate_options(p, default_note=SYSTEM_NOTE)
     p.add_argument("--validate-config", action="store_true", help="check the configuration, print it, exit")
     p.set_defaults(handler=_run)
+
+    p = sub.add_parser(
+        "sandbox",
+        help="write the service's network sandbox (a systemd drop-in) for this configuration",
+        description="Print, or write with --write, the drop-in for maskgate.service that lets through "
+        "exactly the network this configuration needs (web.listen and web.allow, a stream camera's host) "
+        "and nothing else. systemd/install.sh writes it; run it again after changing [web] or [source], "
+        "then `systemctl daemon-reload` and restart.",
+    )
+    add_gate_options(p, default_note=SYSTEM_NOTE, shortcuts=())
+    p.add_argument("--write", type=Path, metavar="DIR",
+                   help="write DIR/network.conf (e.g. /etc/systemd/system/maskgate.service.d)")  # fmt: skip
+    p.set_defaults(handler=_sandbox)
 
     p = sub.add_parser("outputs", help="drive the gate's GPIO outputs directly: off, or a wiring test")
     osub = p.add_subparsers(dest="outputs_command", required=True, metavar="ACTION")
@@ -81,6 +95,22 @@ def _validate(args: argparse.Namespace) -> int:
         return 2
     print(f"# {origin}: valid; its bundles load and verify")
     print(_as_toml(cfg))
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from ..core.atomic import write_text
+    from ..gate.sandbox import DROPIN, network_sandbox
+
+    cfg, _ = gate_config(args)
+    text = network_sandbox(cfg).dropin()
+    if args.write is None:
+        print(text, end="")
+        return 0
+    if not args.write.is_dir():
+        raise ConfigError(f"--write {args.write}: not a folder")
+    write_text(args.write / DROPIN, text)
+    print(f"wrote {args.write / DROPIN}; now: systemctl daemon-reload && systemctl restart maskgate")
     return 0
 
 

@@ -255,6 +255,12 @@ class WebConfig(Section):
     max_clients: int = Field(
         8, ge=1, le=64, description="most requests served at once (live pictures and event streams count)"
     )
+    allow: list[str] = Field(
+        ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10"],
+        max_length=64,
+        description="networks (CIDR) whose clients may connect when web.listen is not loopback; loopback "
+        "always may. The server refuses the others, and `maskgate sandbox` writes the same into the unit",
+    )
     kiosk_mirror: bool = Field(False, description="the kiosk screen shows the live picture, mirrored")
     language: Literal["en", "de"] = Field("en", description="language of the kiosk's texts: 'en' or 'de'")
 
@@ -263,6 +269,19 @@ class WebConfig(Section):
     def _listen_form(cls, value: str) -> str:
         split_listen(value)
         return value.strip()
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network: expected CIDR, e.g. 192.168.1.0/24") from None
+        return out
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> WebConfig:

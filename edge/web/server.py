@@ -13,8 +13,10 @@ the others. Nothing is written to disk.
 Security: it listens on 127.0.0.1 unless told otherwise, and any other address needs an access
 token (config validation enforces it). With a token every path but /healthz wants
 ``Authorization: Bearer TOKEN`` or the cookie that a one-time ``?token=TOKEN`` sets (HttpOnly,
-SameSite=Strict). Every endpoint is a GET that reads; none moves the door or any output. Request
-bodies are capped, requests at once are capped at ``max_clients`` (503 beyond), unknown paths are
+SameSite=Strict), and clients off loopback must come from ``web.allow`` (403 otherwise). Every
+endpoint is a GET that reads; none moves the door or any output. Request bodies and headers are
+capped; requests at once are capped at ``max_clients`` and open connections (idle keep-alive ones
+too) at twice that, 503 beyond; an idle connection is closed after ``IDLE_S``. Unknown paths are
 404, a bad token 401, and a failing handler logs one line, never a traceback.
 """
 
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -46,6 +49,8 @@ FRESH_S = 5.0  # /healthz: frames flow while the latest is younger than this
 POLL_S = 0.05  # how often a stream looks for a new frame or event
 HEARTBEAT_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 MAX_BODY = 4096  # no endpoint takes a body: anything larger is refused
+MAX_HEADER = 4096  # longest request line or header field
+IDLE_S = 10.0  # a connection with no request in flight is closed after this (aiohttp's default: an hour)
 
 
 def read_token(cfg: WebConfig) -> str | None:
@@ -84,6 +89,7 @@ class WebServer:
             if self.token
             else None
         )
+        self._networks = [ipaddress.ip_network(n) for n in cfg.allow]
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
@@ -142,19 +148,38 @@ class WebServer:
 
         self._closing = asyncio.Event()
         app = self._app()
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            keepalive_timeout=IDLE_S,
+            max_line_size=MAX_HEADER,
+            max_field_size=MAX_HEADER,
+        )
         await runner.setup()
+        listener = None
         try:
-            site = web.TCPSite(runner, self.host, self.port, backlog=self.cfg.max_clients * 2)
+            # Our own listener rather than aiohttp's TCPSite, for one thing TCPSite lacks: a bound on open
+            # connections, idle ones included. The connection beyond it is answered 503 and closed.
+            http, limit = runner.server, self.cfg.max_clients * 2
             try:
-                await site.start()
+                listener = await asyncio.get_running_loop().create_server(
+                    lambda: http() if len(http.connections) < limit else _Refused(),
+                    self.host,
+                    self.port,
+                    backlog=limit,
+                    reuse_address=True,
+                )
             except OSError as e:
                 raise OSError(e.strerror or str(e)) from None
             if self.port == 0:  # an ephemeral port (tests): learn which
-                self.port = site._server.sockets[0].getsockname()[1]
+                self.port = listener.sockets[0].getsockname()[1]
             self._started.set()
             await self._closing.wait()
         finally:
+            if listener is not None:
+                listener.close()
             await runner.cleanup()
 
     # --- the application ----------------------------------------------------------------------
@@ -174,6 +199,18 @@ class WebServer:
         r.add_get("/metrics", self._metrics)
         return app
 
+    def _allowed(self, remote: str | None) -> bool:
+        """Loopback always; others only from ``web.allow`` (the unit's IPAddressAllow says the same)."""
+        try:
+            address = ipaddress.ip_address((remote or "").split("%")[0])
+        except ValueError:
+            return False
+        if address.is_loopback:
+            return True
+        if getattr(address, "ipv4_mapped", None):
+            address = address.ipv4_mapped
+        return any(address in network for network in self._networks)
+
     def _authorized(self, request) -> bool:
         if self.token is None:
             return True
@@ -190,6 +227,8 @@ class WebServer:
 
         @web.middleware
         async def guard(request, handler):
+            if not self._allowed(request.remote):
+                return web.Response(status=403, text="403: not from an allowed network\n")
             if request.method not in ("GET", "HEAD"):
                 return web.Response(status=405, text="405: read-only\n", headers={"Allow": "GET, HEAD"})
             if self.token is not None and request.path != "/healthz":
@@ -360,6 +399,17 @@ class WebServer:
         """Sleep, but wake at once when the server closes."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), seconds)
+
+
+class _Refused(asyncio.Protocol):
+    """The connection beyond the bound: one 503 and closed, before a byte of its request is read."""
+
+    def connection_made(self, transport) -> None:
+        transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        transport.close()
 
 
 def _gone(request) -> bool:
