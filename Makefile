@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED)/models),)
 export MASKGATE_MIRROR ?= $(abspath $(SHARED)/models)
 endif
 
-.PHONY: setup setup-edge demo demo-train test test-edge lint benchmark-train benchmark-scenes benchmark-detectors benchmark-faults benchmark-web clean
+.PHONY: setup setup-edge demo demo-train test test-edge lint benchmark-train benchmark-scenes benchmark-detectors benchmark-faults benchmark-web check-systemd clean
 
 # The developer's environment: every extra, TensorFlow included.
 $(VENV)/.installed: pyproject.toml
@@ -118,5 +118,11 @@ benchmark-faults: setup
 	$(BIN)/python tests/bench_faults.py --json runs/faults.json
 
 # Keeps runs/: it holds training results.
+# The service under a real systemd (needs root): a Debian 12 container booted with systemd-nspawn,
+# maskgate installed by systemd/install.sh, then READY, the watchdog, stop, restart policy and the
+# sandbox checked from inside. The root filesystem is cached in /var/cache/maskgate-systemd.
+check-systemd:
+	SHARED="$(SHARED)" .ci/check-systemd
+
 clean:
 	rm -rf $(VENV) $(EDGE_VENV) .pytest_cache .ruff_cache *.egg-info
