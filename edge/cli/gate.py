@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -52,14 +53,25 @@ def _run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, request_stop)
-    if not cfg.web.enabled:
+    if not (cfg.web.enabled or cfg.mqtt.enabled):
         return run_gate(cfg, stop)
-    # The web server observes the gate through a LiveState; aiohttp loads only here.
+    # The web server and the MQTT publisher observe the gate through a LiveState; aiohttp and
+    # paho-mqtt load only here. The publisher is started first (its files are checked before the
+    # models load) and stopped last: after the gate's loop has ended with the outputs off, it sends
+    # the final state and 'offline'.
+    from ..gate.config import gate_name
     from ..gate.live import LiveState
-    from ..web.server import WebServer
 
     live = LiveState()
-    with WebServer(cfg.web, live):
+    with contextlib.ExitStack() as observers:
+        if cfg.mqtt.enabled:
+            from ..mqtt.publisher import MqttPublisher
+
+            observers.enter_context(MqttPublisher(cfg.mqtt, live, gate=gate_name(cfg)))
+        if cfg.web.enabled:
+            from ..web.server import WebServer
+
+            observers.enter_context(WebServer(cfg.web, live))
         return run_gate(cfg, stop, live=live)
 
 
@@ -74,6 +86,10 @@ def _validate(args: argparse.Namespace) -> int:
         problems = getattr(e, "problems", [str(e)])
     else:
         problems = model_problems(cfg)
+        if cfg.mqtt.enabled:
+            from ..mqtt.publisher import file_problems
+
+            problems += file_problems(cfg.mqtt)
     if problems:
         for problem in problems:
             print(f"maskgate: error: {problem}", file=sys.stderr)
