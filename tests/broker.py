@@ -49,7 +49,15 @@ def wait_until(test: Callable[[], object], timeout: float = 10.0, every: float =
 class Mosquitto:
     """mosquitto on 127.0.0.1:``port`` with the listener settings ``extra`` adds; ``start``/``stop``."""
 
-    def __init__(self, root: Path, *, port: int | None = None, extra: str = "", allow_anonymous: bool = True):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        port: int | None = None,
+        extra: str = "",
+        allow_anonymous: bool = True,
+        persistent: bool = False,
+    ):
         if MOSQUITTO is None:
             raise RuntimeError("mosquitto is not installed")
         self.root = Path(root)
@@ -61,7 +69,13 @@ class Mosquitto:
         self.conf.write_text(
             f"{user}listener {self.port} 127.0.0.1\n{extra}\n"
             f"allow_anonymous {'true' if allow_anonymous else 'false'}\n"
-            "persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+            # persistent: sessions and retained messages outlive a restart (saved at stop, read at start)
+            + (
+                f"persistence true\npersistence_location {self.root}/\n"
+                if persistent
+                else "persistence false\n"
+            )
+            + "log_dest stderr\nlog_type error\nlog_type warning\n"
         )
         self.proc: subprocess.Popen | None = None
         self.log = self.root / "mosquitto.log"
@@ -166,15 +180,30 @@ class Subscriber:
     """A paho client subscribed to ``topics`` that keeps every message, resubscribing on reconnect."""
 
     def __init__(
-        self, port: int, topics: tuple[str, ...] = ("#",), *, username=None, password=None, tls=None
+        self,
+        port: int,
+        topics: tuple[str, ...] = ("#",),
+        *,
+        username=None,
+        password=None,
+        tls=None,
+        client_id: str = "",
+        clean_session: bool = True,
     ):
+        """``client_id`` and ``clean_session=False``: a session the broker keeps (with what arrives for
+        it) while the subscriber is away, and across its restarts if it is persistent."""
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.messages: list[Message] = []
         self._cond = threading.Condition()
         self.topics = topics
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean_session,
+            protocol=mqtt.MQTTv311,
+        )
         if username:
             self.client.username_pw_set(username, password)
         if tls is not None:
