@@ -211,6 +211,8 @@ class Subscriber:
         self.client.reconnect_delay_set(min_delay=0.05, max_delay=0.2)  # back at once after a restart
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.subscribed = 0  # subscriptions the broker acknowledged: one per (re)connection
         self._subscribed = threading.Event()
         self.client.connect("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
@@ -220,7 +222,10 @@ class Subscriber:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
             client.subscribe([(t, 1) for t in self.topics])
-            self._subscribed.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self.subscribed += 1
+        self._subscribed.set()
 
     def _on_message(self, client, userdata, msg) -> None:
         with self._cond:

@@ -243,7 +243,12 @@ def test_a_broker_restart_mid_run_the_gate_keeps_deciding_and_mqtt_catches_up(
         wait_until(lambda: pub.attempts >= 4)  # it keeps trying ...
         assert pub.counts().queued == 2  # ... and holds the decisions meanwhile
         mark = subscriber.mark()
+        # the publisher's next attempt waits until the subscriber is back: events are not retained
+        allowed, connect = threading.Event(), pub._client.connect
+        pub._client.connect = lambda *a, **k: (allowed.wait(10), connect(*a, **k))[1]
         broker.start()
+        wait_until(lambda: subscriber.subscribed >= 2)
+        allowed.set()
         subscriber.wait_for(
             lambda m: m.topic == topic("door", "available") and m.text == "online", after=mark
         )
@@ -276,6 +281,7 @@ def test_a_broker_down_at_start_is_waited_for_and_a_full_queue_drops_the_oldest(
         allowed, connect = threading.Event(), pub._client.connect
         pub._client.connect = lambda *a, **k: (allowed.wait(10), connect(*a, **k))[1]
         with Mosquitto(tmp_path / "broker", port=port), Subscriber(port, ("maskgate/early/#",)) as sub:
+            wait_until(lambda: sub.subscribed >= 1)
             allowed.set()
             wait_until(lambda: len(sub.on(topic("early", "events"))) == 3)
             events = [m.json() for m in sub.on(topic("early", "events"))]
