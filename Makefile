@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED)/models),)
 export MASKGATE_MIRROR ?= $(abspath $(SHARED)/models)
 endif
 
-.PHONY: setup setup-edge demo demo-train test test-edge lint benchmark-train benchmark-scenes benchmark-detectors benchmark-faults benchmark-web check-systemd clean
+.PHONY: setup setup-edge demo demo-train test test-edge lint benchmark-train benchmark-scenes benchmark-detectors benchmark-faults benchmark-web benchmark-mqtt check-systemd clean
 
 # The developer's environment: every extra, TensorFlow included.
 $(VENV)/.installed: pyproject.toml
@@ -116,6 +116,14 @@ benchmark-web: setup
 benchmark-faults: setup
 	mkdir -p runs
 	$(BIN)/python tests/bench_faults.py --json runs/faults.json
+
+# The fleet benchmark of docs/integration.md: GATES `maskgate run` processes on the demo footage (half with
+# MQTT on) against one local mosquitto and one subscriber: messages published / received / dropped, event
+# latency, CPU per gate with MQTT on and off, reconnect time after a broker restart. Needs Debian's mosquitto.
+GATES ?= 20
+benchmark-mqtt: setup
+	mkdir -p runs
+	$(BIN)/python tests/bench_mqtt.py --scenes "$(DEMO_SCENES)" --gates $(GATES) --json runs/mqtt.json
 
 # Keeps runs/: it holds training results.
 # The service under a real systemd (needs root): a Debian 12 container booted with systemd-nspawn,

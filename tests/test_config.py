@@ -57,6 +57,13 @@ def test_shipped_example_configs_are_valid_and_document_every_key(name):
             "source: reconnect_max_s must be at least",
         ),
         ("source = 3", "source: expected a table of settings ([source] in TOML) (got 3)"),
+        ("[mqtt]\ntopic_prefix = 'site/+/gate'", "mqtt.topic_prefix: a topic to publish to cannot hold '+'"),
+        ("[mqtt]\ntopic_prefix = '/site/gate'", "mqtt.topic_prefix: expected topic levels joined by '/'"),
+        ("[mqtt]\nqos = 3", "mqtt.qos: Input should be less than or equal to 2"),
+        ("[mqtt]\ntls_ca_file = 'ca.pem'", "mqtt: tls_ca_file is set but tls is false"),
+        ("[mqtt]\ntls = true\ntls_cert_file = 'c.pem'", "mqtt: tls_cert_file and tls_key_file go together"),
+        ("[mqtt]\npassword_file = 'pw'", "mqtt: password_file is set without a username"),
+        ("[service]\ngate_name = 'front door'", "service.gate_name: expected letters, digits"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_its_key(tmp_path, toml, message):

@@ -77,3 +77,16 @@ def test_many_writers_and_readers_at_once_lose_no_count():
     state = live.snapshot()
     assert state["counters"]["frames"] == 1000 and state["last_event_id"] == 1000
     assert len(live.events_after(0)) == 10
+
+
+def test_listeners_are_told_after_each_event_and_camera_change_outside_the_lock():
+    live = LiveState()
+    seen = []
+    # a listener that reads the state back proves the lock is released before it is called
+    live.add_listener(lambda: seen.append((live.last_event_id, live.snapshot()["camera"])))
+    live.event("unlock", (1,))
+    live.camera("lost")
+    live.event("camera_lost", detail="camera unplugged")
+    live.frame(None, [], None)  # frames are not announced: readers look at their own pace
+    assert seen == [(1, "starting"), (1, "lost"), (2, "lost")]
+    assert live.snapshot()["decisions"] == {"unlock": 1}  # the camera's events are no decisions

@@ -49,3 +49,12 @@ def test_a_stream_camera_adds_its_host_or_else_the_local_networks_and_udp_binds(
     assert "pw" not in by_ip.dropin()  # a camera's credentials never reach the unit
     local = network_sandbox(build({"source": {"uri": "0"}}))  # a USB camera
     assert not local.inet
+
+
+def test_an_mqtt_broker_is_let_through_by_address_or_by_what_its_name_resolves_to():
+    by_ip = network_sandbox(build({"mqtt": {"enabled": True, "host": "10.9.8.7"}}))
+    assert by_ip.allow == ("localhost", "10.9.8.7") and by_ip.inet and by_ip.bind_tcp is None
+    local = network_sandbox(build({"mqtt": {"enabled": True, "host": "localhost"}}))
+    assert local.allow == ("localhost",) and local.inet  # loopback: already allowed, sockets needed
+    unknown = network_sandbox(build({"mqtt": {"enabled": True, "host": "no-such-broker.invalid"}}))
+    assert "192.168.0.0/16" in unknown.allow and "does not resolve" in unknown.dropin()

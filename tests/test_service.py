@@ -202,7 +202,13 @@ def test_a_live_state_given_to_the_service_follows_frames_events_and_the_camera(
     svc.run(threading.Event())
     state = live.snapshot()
     assert state["counters"]["frames"] == 6 and state["counters"]["relay_pulses"] == 1
-    assert [e.kind for e in live.events_after(0)] == [e.kind for e in svc.events] == ["unlock", "cancel"]
+    assert [e.kind for e in svc.events] == ["unlock", "cancel"]
+    # the ring holds the decisions and, once per outage, the camera's going and coming back
+    events = live.events_after(0)
+    assert [e.kind for e in events] == ["unlock", "cancel", "camera_lost", "camera_back"]
+    assert events[2].detail == "camera unplugged" and events[3].detail.startswith("after 1 attempt(s)")
+    assert events[0].scores[0].face == 1 and events[0].scores[0].height_px == 120
+    assert state["decisions"] == {"unlock": 1, "cancel": 1}  # the camera's events are no decisions
     assert state["counters"]["reconnects"] == 1 and state["camera"] == "ended"
     assert live.latest()[0] == 6
 

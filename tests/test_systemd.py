@@ -67,6 +67,7 @@ SANDBOXES = {
     "web on the LAN": ["--set", "web.enabled=true", "--set", "web.listen=0.0.0.0:8080",
                        "--set", "web.token=a-token-of-sufficient-length"],
     "rtsp camera": ["--set", "source.uri=rtsp://192.168.1.20/live"],
+    "mqtt broker": ["--set", "mqtt.enabled=true", "--set", "mqtt.host=10.9.8.7"],
 }  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -32,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sandbox",
         help="write the service's network sandbox (a systemd drop-in) for this configuration",
         description="Print, or write with --write, the drop-in for maskgate.service that lets through "
-        "exactly the network this configuration needs (web.listen and web.allow, a stream camera's host) "
-        "and nothing else. systemd/install.sh writes it; run it again after changing [web] or [source], "
+        "exactly the network this configuration needs (web.listen and web.allow, a stream camera's host, "
+        "the MQTT broker) and nothing else. systemd/install.sh writes it; run it again after changing "
+        "[web], [source] or [mqtt], "
         "then `systemctl daemon-reload` and restart.",
     )
     add_gate_options(p, default_note=SYSTEM_NOTE, shortcuts=())
@@ -66,14 +68,25 @@ def _run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, request_stop)
-    if not cfg.web.enabled:
+    if not (cfg.web.enabled or cfg.mqtt.enabled):
         return run_gate(cfg, stop)
-    # The web server observes the gate through a LiveState; aiohttp loads only here.
+    # The web server and the MQTT publisher observe the gate through a LiveState; aiohttp and
+    # paho-mqtt load only here. The publisher is started first (its files are checked before the
+    # models load) and stopped last: after the gate's loop has ended with the outputs off, it sends
+    # the final state and 'offline'.
+    from ..gate.config import gate_name
     from ..gate.live import LiveState
-    from ..web.server import WebServer
 
     live = LiveState()
-    with WebServer(cfg.web, live):
+    with contextlib.ExitStack() as observers:
+        if cfg.mqtt.enabled:
+            from ..mqtt.publisher import MqttPublisher
+
+            observers.enter_context(MqttPublisher(cfg.mqtt, live, gate=gate_name(cfg)))
+        if cfg.web.enabled:
+            from ..web.server import WebServer
+
+            observers.enter_context(WebServer(cfg.web, live))
         return run_gate(cfg, stop, live=live)
 
 
@@ -88,6 +101,10 @@ def _validate(args: argparse.Namespace) -> int:
         problems = getattr(e, "problems", [str(e)])
     else:
         problems = model_problems(cfg)
+        if cfg.mqtt.enabled:
+            from ..mqtt.publisher import file_problems
+
+            problems += file_problems(cfg.mqtt)
     if problems:
         for problem in problems:
             print(f"maskgate: error: {problem}", file=sys.stderr)

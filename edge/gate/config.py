@@ -9,6 +9,7 @@ not at the first masked face. Unknown keys are errors: a misspelt
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -202,7 +203,22 @@ class OutputsConfig(Section):
         return self
 
 
+GATE_NAME_FORM = "letters, digits, '-', '_' or '.', at most 64, starting with a letter or digit"
+
+
+def _gate_name_form(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):
+        raise ValueError(f"expected {GATE_NAME_FORM} (it names the gate in MQTT topics and dashboards)")
+    return value
+
+
 class ServiceConfig(Section):
+    gate_name: str | None = Field(
+        None,
+        description="this gate's name in MQTT topics and Home Assistant (default: the host name)",
+    )
     stats_every_s: float = Field(
         60.0, ge=1, le=86_400, description="interval of the summary log line (frames, fps, latency)"
     )
@@ -212,6 +228,22 @@ class ServiceConfig(Section):
     snapshot_max_mb: float = Field(
         100.0, gt=0, le=100_000, description="oldest snapshots are deleted beyond this total size"
     )
+
+    @field_validator("gate_name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return _gate_name_form(value)
+
+
+def gate_name(cfg: GateConfig) -> str:
+    """``service.gate_name``, else the host name (its first label, as a gate name allows)."""
+    if cfg.service.gate_name is not None:
+        return cfg.service.gate_name
+    import socket
+
+    host = socket.gethostname().split(".")[0]
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", host).strip("-_")[:64]
+    return host or "maskgate"
 
 
 LOOPBACK_HOSTS = ("localhost", "::1")
@@ -296,6 +328,95 @@ class WebConfig(Section):
         return self
 
 
+def _topic_form(value: str) -> str:
+    """An MQTT topic name to publish under: no wildcards, no empty level, not a broker's $ topic."""
+    value = value.strip()
+    if not value or value.startswith(("/", "$")) or value.endswith("/") or "//" in value:
+        raise ValueError("expected topic levels joined by '/', e.g. maskgate/front-door")
+    if any(c in value for c in "+#\0"):
+        raise ValueError("a topic to publish to cannot hold '+', '#' or NUL")
+    return value
+
+
+class MqttConfig(Section):
+    enabled: bool = Field(False, description="publish state, decisions and statistics to an MQTT broker")
+    host: str = Field(
+        "localhost", min_length=1, max_length=253, description="the broker's host name or address"
+    )
+    port: int = Field(1883, ge=1, le=65535, description="the broker's port (1883; 8883 is usual for TLS)")
+    tls: bool = Field(False, description="connect with TLS, the broker's certificate checked")
+    tls_ca_file: Path | None = Field(
+        None,
+        description="CA certificate(s) (PEM) the broker's certificate must chain to (default: the system's)",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="client certificate (PEM), for brokers that ask for one"
+    )
+    tls_key_file: Path | None = Field(
+        None, description="the client certificate's private key (PEM), readable by the service user alone"
+    )
+    username: str | None = Field(None, min_length=1, max_length=256, description="user name to log in with")
+    password_file: Path | None = Field(
+        None, description="file holding the password, readable by the service user alone (mode 0600)"
+    )
+    client_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="client id, unique per broker (default: maskgate-<gate name>)",
+    )
+    topic_prefix: str | None = Field(
+        None, max_length=200, description="topics go under this (default: maskgate/<gate name>)"
+    )
+    discovery: bool = Field(True, description="publish Home Assistant discovery configs (retained)")
+    discovery_prefix: str = Field(
+        "homeassistant", max_length=200, description="Home Assistant's discovery prefix"
+    )
+    qos: int = Field(
+        1, ge=0, le=2, description="QoS of every message: 0 at most once, 1 at least once, 2 once"
+    )
+    keepalive_s: int = Field(
+        30,
+        ge=5,
+        le=3600,
+        description="keep-alive: the broker publishes 'offline' after 1.5 times this of silence",
+    )
+    queue_size: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="decisions held while the broker is away; beyond it the oldest are dropped",
+    )
+    stats_every_s: float = Field(60.0, ge=1, le=86_400, description="interval of the <prefix>/stats message")
+    reconnect_initial_s: float = Field(
+        1.0, gt=0, le=60, description="first wait before reconnecting to the broker"
+    )
+    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="longest wait between reconnect attempts")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        return None if value is None else _topic_form(value)
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _discovery(cls, value: str) -> str:
+        return _topic_form(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_initial_s")
+        files = [k for k in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(self, k) is not None]
+        if files and not self.tls:
+            raise ValueError(f"{files[0]} is set but tls is false: set tls = true (or drop {files[0]})")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file is set without a username")
+        return self
+
+
 class GateConfig(Section):
     """Everything ``maskgate run`` needs; ``detect`` uses its source, detector and classifier."""
 
@@ -306,6 +427,7 @@ class GateConfig(Section):
     outputs: OutputsConfig = OutputsConfig()
     service: ServiceConfig = ServiceConfig()
     web: WebConfig = WebConfig()
+    mqtt: MqttConfig = MqttConfig()
 
     @model_validator(mode="after")
     def _backend_defaults(self) -> GateConfig:

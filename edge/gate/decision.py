@@ -28,11 +28,21 @@ class Phase(StrEnum):
 
 
 @dataclass(frozen=True)
+class FaceScore:
+    """What one face of a decision looked like to the gate: its id, p(masked), its box height."""
+
+    face: int
+    p_masked: float
+    height_px: int
+
+
+@dataclass(frozen=True)
 class Event:
     t: float
     kind: str  # unlock, relock, cancel, deny, clear
     faces: tuple[int, ...] = ()  # track ids involved
     detail: str = ""
+    scores: tuple[FaceScore, ...] = ()  # the faces that decided it, as numbers (the detail says it in words)
 
     def __str__(self) -> str:
         who = f" face(s) {', '.join(f'#{i}' for i in self.faces)}" if self.faces else ""
@@ -66,7 +76,7 @@ class Gate:
         if unmasked:
             if new_unmasked:
                 fresh = [tr for tr in unmasked if tr.id in new_unmasked]
-                events.append(Event(t, "deny", tuple(new_unmasked), _scores(fresh)))
+                events.append(Event(t, "deny", tuple(new_unmasked), _scores(fresh), _face_scores(fresh)))
                 self.buzzer_until = t + cfg.buzzer_s
             self.alarm_until = t + cfg.alarm_s
         elif self.alarm_until != float("-inf") and t >= self.alarm_until:
@@ -75,7 +85,8 @@ class Gate:
 
         if self.phase is Phase.UNLOCKED:
             if unmasked and cfg.cancel_on_unmasked:
-                events.append(Event(t, "cancel", tuple(tr.id for tr in unmasked), "unmasked face in view"))
+                ids = tuple(tr.id for tr in unmasked)
+                events.append(Event(t, "cancel", ids, "unmasked face in view", _face_scores(unmasked)))
                 self._cooldown(t)
             elif t >= self.phase_end:
                 events.append(Event(t, "relock"))
@@ -91,7 +102,8 @@ class Gate:
                 self.alarm_until = float("-inf")
                 self.unlocks += 1
                 self.unlocked_for |= {tr.id for tr in masked}
-                events.append(Event(t, "unlock", tuple(tr.id for tr in eligible), _scores(eligible)))
+                ids = tuple(tr.id for tr in eligible)
+                events.append(Event(t, "unlock", ids, _scores(eligible), _face_scores(eligible)))
 
         relay = self.phase is Phase.UNLOCKED and t < self.phase_end
         # Red and green are never on together: an open door shows green (an unmasked face that arrives
@@ -116,3 +128,7 @@ class Gate:
 
 def _scores(tracks: Sequence[Track]) -> str:
     return ", ".join(f"#{tr.id} p(masked)={tr.score:.2f} {tr.height}px" for tr in tracks)
+
+
+def _face_scores(tracks: Sequence[Track]) -> tuple[FaceScore, ...]:
+    return tuple(FaceScore(tr.id, round(float(tr.score), 4), int(tr.height)) for tr in tracks)

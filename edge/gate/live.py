@@ -12,6 +12,11 @@ Events live in a ring of bounded size with increasing ids, so a reader that reco
 for the events after the last id it saw (Server-Sent Events' Last-Event-ID) and gets those the
 ring still holds. Counters and per-stage latency histograms (fixed buckets, one increment per
 frame) are kept here, plain numbers, for an exporter to read at scrape time.
+
+An observer that wants to act on a decision at once (the MQTT publisher) registers a listener: a
+callable run on the gate's thread after each event, outside the lock, that must only signal
+(``threading.Event.set``), never do the work. The camera's coming and going enters the ring too
+(``camera_lost``, ``camera_back``), once per outage, but is not counted as a decision.
 """
 
 from __future__ import annotations
@@ -21,13 +26,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from .decision import FaceScore
 
 # Upper bounds of the latency buckets (ms) of each stage's histogram; one more bucket is +Inf.
 LATENCY_BUCKETS_MS = (1.0, 2.5, 5.0, 10.0, 20.0, 35.0, 50.0, 75.0, 100.0, 150.0, 250.0, 500.0, 1000.0)
 STAGES = ("detect", "preprocess", "classify", "total")
 CAMERA_STATES = ("starting", "up", "lost", "reconnecting", "ended")
+DECISIONS = ("unlock", "relock", "cancel", "deny", "clear")
+CAMERA_EVENTS = ("camera_lost", "camera_back")
 
 
 @dataclass(frozen=True)
@@ -39,10 +48,11 @@ class LiveEvent:
     kind: str
     faces: tuple[int, ...]
     detail: str
+    scores: tuple[FaceScore, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "time": self.wall, "kind": self.kind, "faces": list(self.faces),
-                "detail": self.detail}  # fmt: skip
+                "detail": self.detail, "scores": [asdict(s) for s in self.scores]}  # fmt: skip
 
 
 class Histogram:
@@ -97,6 +107,15 @@ class LiveState:
         self.counters: dict[str, int] = {"frames": 0, "faces": 0, "relay_pulses": 0, "reconnects": 0}
         self.decisions: dict[str, int] = {}
         self.histograms = {stage: Histogram() for stage in STAGES}
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` (on the gate's thread: it must return at once) after every event."""
+        self._listeners.append(wake)
+
+    def _notify(self) -> None:
+        for wake in self._listeners:
+            wake()
 
     # --- the gate's side: a lock and a few assignments each -----------------------------------
 
@@ -141,14 +160,18 @@ class LiveState:
             if phase is not None:
                 self._door["phase"] = str(phase)
 
-    def event(self, kind: str, faces: Sequence[int] = (), detail: str = "") -> int:
-        """A decision into the ring; returns its id."""
+    def event(
+        self, kind: str, faces: Sequence[int] = (), detail: str = "", scores: Sequence[FaceScore] = ()
+    ) -> int:
+        """A decision (or the camera's ``camera_lost`` / ``camera_back``) into the ring; returns its id."""
         with self._lock:
-            ev = LiveEvent(self._next_event, self._wall(), kind, tuple(faces), detail)
+            ev = LiveEvent(self._next_event, self._wall(), kind, tuple(faces), detail, tuple(scores))
             self._next_event += 1
             self._events.append(ev)
-            self.decisions[kind] = self.decisions.get(kind, 0) + 1
-            return ev.id
+            if kind not in CAMERA_EVENTS:
+                self.decisions[kind] = self.decisions.get(kind, 0) + 1
+        self._notify()
+        return ev.id
 
     def camera(self, status: str) -> None:
         """The source is 'up', 'lost', 'reconnecting' or 'ended'; the door is locked unless 'up'."""
@@ -160,6 +183,7 @@ class LiveState:
             self._camera = status
             if status != "up":
                 self._door = {**self._door, "relay": False, "green": False}
+        self._notify()
 
     # --- the readers' side: copies of small data, the frame by reference ----------------------
 

@@ -6,19 +6,21 @@ LAN-wide default, and ``maskgate sandbox`` writes a drop-in (``maskgate.service.
 that lets through exactly what the configuration names and nothing else:
 
 - ``IPAddressAllow`` (after ``IPAddressDeny=any``): localhost, plus the web viewers' networks
-  (``web.allow``) when ``web.listen`` is not loopback, plus the camera's host for a network stream.
+  (``web.allow``) when ``web.listen`` is not loopback, the camera's host for a network stream, and
+  the MQTT broker's addresses (a name resolved when the drop-in is written).
 - ``SocketBindAllow``/``SocketBindDeny``: the process may bind the web server's TCP port and no other
   (RTP over UDP for a stream camera binds UDP ports of its own choosing, so UDP stays open then).
 - ``RestrictAddressFamilies``: no internet sockets at all when nothing needs the network.
 
 The drop-in is a pure function of the configuration, so it is tested without systemd and checked by
 ``systemd-analyze`` on the real unit. Run it again, then ``systemctl daemon-reload``, after changing
-``[web]`` or ``[source]``.
+``[web]``, ``[source]`` or ``[mqtt]``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -58,6 +60,20 @@ class NetworkSandbox:
         return "\n".join(lines) + "\n"
 
 
+def _addresses(host: str) -> list[str] | None:
+    """The broker's addresses: the literal itself, or what the name resolves to now (None if nothing).
+    A name is resolved when the drop-in is written: run `maskgate sandbox` again if they change."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return None
+    return list(dict.fromkeys(str(ipaddress.ip_address(i[4][0].split("%")[0])) for i in infos)) or None
+
+
 def network_sandbox(cfg: GateConfig) -> NetworkSandbox:
     """The addresses, ports and socket families ``cfg`` needs."""
     allow: list[str] = ["localhost"]
@@ -83,8 +99,17 @@ def network_sandbox(cfg: GateConfig) -> NetworkSandbox:
             if not is_loopback(host):
                 allow += LOCAL_NETWORKS
                 reasons.append(f"source: a stream camera named {host!r}, so the local networks")
-    if len(allow) == 1 and not cfg.web.enabled:
+    if cfg.mqtt.enabled:
+        addresses = _addresses(cfg.mqtt.host)
+        if addresses is None:
+            allow += LOCAL_NETWORKS
+            reasons.append(f"mqtt.host {cfg.mqtt.host!r} does not resolve here, so the local networks")
+        else:
+            allow += [a for a in addresses if not ipaddress.ip_address(a).is_loopback]
+            reasons.append(f"mqtt.host {cfg.mqtt.host}: the broker at {', '.join(addresses)}")
+    needs = cfg.web.enabled or bind_udp or cfg.mqtt.enabled
+    if not needs:
         reasons.append("nothing in the configuration needs the network: no internet sockets")
     unique = tuple(dict.fromkeys(allow))
-    inet = cfg.web.enabled or bind_udp
+    inet = needs
     return NetworkSandbox(unique, bind_tcp, bind_udp, inet=inet, reasons=tuple(reasons))

@@ -173,7 +173,7 @@ class GateService:
     def _report(self, event: Event, frame: Frame | None = None, analysis: Analysis | None = None) -> None:
         self.events.append(event)
         if self.live is not None:
-            self.live.event(event.kind, event.faces, event.detail)
+            self.live.event(event.kind, event.faces, event.detail, event.scores)
         self.stats.events[event.kind] = self.stats.events.get(event.kind, 0) + 1
         where = f"frame {frame.index}" + (f" ({frame.name})" if frame and frame.name else "") if frame else ""
         logger.info("%s%s", event, f" [{where}]" if where else "")
@@ -188,12 +188,16 @@ class GateService:
         self.outputs.off()
         for event in events:
             self._report(event)
-        if not self._outage.active:
+        first = not self._outage.active
+        if first:
             logger.warning("source lost: %s; relay off%s", reason, ", reconnecting" if reconnecting else "")
             self.notifier.status(f"source lost: {reason}")
         self._outage.begin(self.clock())
+        self._outage.lost = True
         if self.live is not None:
             self.live.camera("lost" if not reconnecting else "reconnecting")
+            if first:  # once per outage, as the log line; after the state, so observers see both agree
+                self.live.event("camera_lost", detail=reason)
 
     def _open_or_wait(self, stop: threading.Event) -> FrameSource | None:
         """Open the source; a camera that is not there (yet) is retried after a growing wait.
@@ -229,11 +233,12 @@ class GateService:
 
     def _back(self) -> None:
         """The first frame after an outage: only now is the source really back."""
-        logger.info(
-            "source back after %d attempt(s), %.1f s",
-            self._outage.attempts,
-            self.clock() - self._outage.since,
-        )
+        back = f"after {self._outage.attempts} attempt(s), {self.clock() - self._outage.since:.1f} s"
+        logger.info("source back %s", back)
+        if self.live is not None:
+            self.live.camera("up")
+            if self._outage.lost:
+                self.live.event("camera_back", detail=back)
         self.notifier.status(f"gate running on {self.cfg.source.uri}")
         self._outage = _Outage(self.cfg.source.reconnect_initial_s)
 
@@ -261,6 +266,7 @@ class _Outage:
     active: bool = False
     since: float = 0.0
     attempts: int = 0
+    lost: bool = False  # a source that was up went away (not one that has not come up yet)
 
     def begin(self, now: float) -> None:
         if not self.active:
