@@ -33,7 +33,9 @@ SCENES = SHARED / "data" / "scenes" / "images"
 OPENS, REFUSED = "maksssksksss10.jpg", "maksssksksss125.jpg"  # one masked face / one unmasked face, close
 STRINGS = json.loads((REPO / "edge" / "web" / "static" / "strings.json").read_text(encoding="utf-8"))
 # "... INFO unlock face(s) #1: ..." -> ("unlock", (1,)); the gate logs one such line per decision
-DECISION = re.compile(r"^(?:\S+ \S+ [A-Z]+ )?(unlock|deny|cancel|relock|clear)(?: face\(s\) ([#\d, ]+))?(?::|$)")
+DECISION = re.compile(
+    r"^(?:\S+ \S+ [A-Z]+ )?(unlock|deny|cancel|relock|clear)(?: face\(s\) ([#\d, ]+))?(?::|$)"
+)
 
 
 def free_port() -> int:
