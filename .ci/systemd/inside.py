@@ -311,6 +311,77 @@ def filesystem_sandbox() -> None:
     check("and home folders are empty (ProtectHome=yes)", home == [] and bool(os.listdir("/root")), str(home))
 
 
+def mqtt() -> None:
+    """The gate reconfigured as a site would: MQTT on, to a broker on another address of the machine
+    (not loopback), the drop-in written again; the broker's address is let through and nothing more."""
+    own = _own_address()
+    port = _free_port()
+    conf = Path("/run/check-mosquitto.conf")
+    conf.write_text(f"listener {port} {own}\nallow_anonymous true\npersistence false\n")
+    global BROKER
+    BROKER = subprocess.Popen(
+        ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    run("systemctl", "stop", UNIT, timeout=60)
+    CONF.write_text(CONF.read_text() + f'\n[mqtt]\nenabled = true\nhost = "{own}"\nport = {port}\n')
+    run(MASKGATE, "sandbox", "--config", str(CONF), "--write", str(DROPINS))
+    run("systemctl", "daemon-reload")
+    allow = show("IPAddressAllow")["IPAddressAllow"].split()
+    check(
+        "the drop-in lets through localhost and the broker, nothing else",
+        sorted(allow) == sorted(["127.0.0.0/8", "::1/128", f"{own}/32"]),
+        " ".join(allow),
+    )
+    after = cursor()
+    run("systemctl", "start", UNIT, timeout=120)
+    online = run(
+        "mosquitto_sub", "-h", own, "-p", str(port), "-t", "maskgate/+/available", "-C", "1", "-W", "30"
+    )
+    check(
+        f"the gate reaches the broker at {own} through the sandbox ('online' retained)",
+        online.stdout.strip() == "online",
+        online.stdout.strip() or online.stderr.strip(),
+    )
+    event = run("mosquitto_sub", "-h", own, "-p", str(port), "-t", "maskgate/+/events", "-C", "1", "-W", "30")
+    try:
+        kind = json.loads(event.stdout)["kind"]
+    except (ValueError, KeyError, TypeError):
+        kind = None
+    check("and publishes its decisions there", kind is not None, str(kind))
+    check("the web server still answers", _get("http://127.0.0.1:8080/healthz") == 200)
+    report["mqtt"] = {"host": own, "port": port, "after": after}
+
+
+def offline_after_stop() -> None:
+    """After `systemctl stop`, the availability topic says 'offline' (retained)."""
+    m = report.get("mqtt")
+    if not m:
+        return
+    r = run(
+        "mosquitto_sub",
+        "-h",
+        m["host"],
+        "-p",
+        str(m["port"]),
+        "-t",
+        "maskgate/+/available",
+        "-C",
+        "1",
+        "-W",
+        "10",
+    )
+    check("after systemctl stop the broker holds 'offline'", r.stdout.strip() == "offline", r.stdout.strip())
+
+
+BROKER: subprocess.Popen | None = None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
 def watchdog() -> None:
     """Freeze the gate (SIGSTOP) just after it opened the door: the guard ends the pulse on its own
     clock, the watchdog kills the gate after WatchdogSec, ExecStopPost drives the outputs off, and
@@ -476,9 +547,11 @@ def main() -> int:
             decides(after)
             network_sandbox()
             filesystem_sandbox()
+            mqtt()
             security()
             watchdog()
             stop()
+            offline_after_stop()
             config_error()
             crashes()
             nothing_written_outside(stamp)
