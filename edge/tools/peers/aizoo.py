@@ -21,7 +21,7 @@ from ...core.errors import FetchError, ModelFileError, brief
 from ...core.labels import MASKED, UNMASKED
 from ...core.sysinfo import resolve_threads
 from ...gate.analyzer import Analysis, Face, Timings
-from .aizoo_decoding import Postprocess
+from .aizoo_decoding import Decoded, Postprocess
 
 PROTOTXT = "face_mask_detection.prototxt"
 WEIGHTS = "face_mask_detection.caffemodel"
@@ -75,22 +75,7 @@ class AizooReference:
     def faces(self, image: np.ndarray) -> list[Face]:
         """The faces of a BGR frame, best first, boxes in its pixels, labels in the project's names."""
         h, w = image.shape[:2]
-        found = self.post(*self.raw(image))
-        boxes = np.round(found.boxes * np.array([w, h, w, h]))
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
-        faces = []
-        for box, score, k, both in zip(
-            boxes.astype(int), found.scores, found.classes, found.class_scores, strict=True
-        ):
-            if box[2] <= box[0] or box[3] <= box[1]:
-                continue  # nothing left inside the frame
-            label = CLASSES[int(k)]
-            p_masked = float(both[0])
-            faces.append(
-                Face(tuple(map(int, box)), float(score), label, float(score), p_masked, label == MASKED)
-            )
-        return faces
+        return faces_in_pixels(self.post(*self.raw(image)), w, h)
 
     def analyze(self, image: np.ndarray) -> Analysis:
         """``FrameAnalyzer.analyze``'s result: the whole pass counts as detection."""
@@ -100,3 +85,23 @@ class AizooReference:
 
     def close(self) -> None:
         self._net = None
+
+
+def faces_in_pixels(found: Decoded, width: int, height: int) -> list[Face]:
+    """Decoded faces as the project's ``Face``: boxes rounded to the frame's pixels and clamped to it
+    (a box left with no area is dropped), the model's class as the project's label, the better class
+    score as both the detection and the label score."""
+    boxes = np.round(found.boxes * np.array([width, height, width, height]))
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    faces = []
+    for box, score, k, both in zip(
+        boxes.astype(int), found.scores, found.classes, found.class_scores, strict=True
+    ):
+        if box[2] <= box[0] or box[3] <= box[1]:
+            continue
+        label = CLASSES[int(k)]
+        faces.append(
+            Face(tuple(map(int, box)), float(score), label, float(score), float(both[0]), label == MASKED)
+        )
+    return faces
