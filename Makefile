@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED)/models),)
 export MASKGATE_MIRROR ?= $(abspath $(SHARED)/models)
 endif
 
-.PHONY: setup setup-edge demo demo-train test test-edge lint benchmark-train benchmark-scenes benchmark-detectors benchmark-faults benchmark-web benchmark-mqtt check-systemd clean
+.PHONY: setup setup-edge demo demo-train test test-edge lint benchmark-train benchmark-scenes benchmark-detectors benchmark-peers benchmark-faults benchmark-web benchmark-mqtt check-systemd clean
 
 # The developer's environment: every extra, TensorFlow included.
 $(VENV)/.installed: pyproject.toml
@@ -103,6 +103,21 @@ $(KERAS_REF)/model.keras:
 benchmark-detectors: setup $(KERAS_REF)/model.keras
 	$(BIN)/maskgate bench --source $(SHARED)/data/scenes/images --frames 700 --voc $(SHARED)/data/scenes \
 		--scenes report --threads 1,2 --keras $(KERAS_REF) --json runs/bench-detectors.json
+
+# The peers benchmark of docs/benchmarks.md: maskgate's pipeline beside both references, the Keras pipeline and
+# AIZOO's single-stage mask detector, in one run per kind of frame: the report side of the shared scenes, and
+# close-range frames (faces of the classifier's test split pasted at 140-260 px on 640x480, seed 18).
+CLOSE_RANGE ?= runs/close-range
+$(CLOSE_RANGE)/summary.json: | $(VENV)/.installed
+	$(BIN)/python tests/make_close_range.py --faces $(SHARED)/data/faces --out $(CLOSE_RANGE) --seed 18
+
+benchmark-peers: setup $(KERAS_REF)/model.keras $(CLOSE_RANGE)/summary.json
+	$(BIN)/maskgate models fetch --for edge
+	$(BIN)/maskgate models fetch --for bench
+	$(BIN)/maskgate bench --source $(SHARED)/data/scenes/images --frames 700 --voc $(SHARED)/data/scenes \
+		--scenes report --threads 1,2 --keras $(KERAS_REF) --aizoo --json runs/bench-peers-scenes.json
+	$(BIN)/maskgate bench --source $(CLOSE_RANGE)/images --frames 325 --voc $(CLOSE_RANGE) \
+		--threads 1,2 --keras $(KERAS_REF) --aizoo --json runs/bench-peers-close.json
 
 # The web benchmark of docs/runtime.md: the gate's frame rate with 0, 1 and 3 live-view viewers and its
 # memory with the server on and off, on the demo footage, unpaced, rounds interleaved.

@@ -52,6 +52,25 @@ def test_ratios_compare_variants_on_the_same_frames():
     }
 
 
+def test_against_a_peer_fps_is_a_ratio_and_end_to_end_a_difference():
+    def variant(fps, **extra):
+        return {"pipeline": {"total": {"fps": fps}}} | extra
+
+    run = {
+        "variants": {
+            "int8": variant(100.0, classifier={"per_face": {"mean": 1.0}}),
+            "aizoo": variant(40.0, scenes={"end_to_end_accuracy": 0.80}),
+        },
+        "detectors": {"retinaface-int8@frame": {"p50": 5.0, "scenes": {"end_to_end_accuracy": 0.90}}},
+        "gate_detector": "retinaface-int8@frame",
+    }
+    out = ratios(run)
+    assert out["pipeline_fps_int8_over_aizoo"] == 2.5
+    assert out["end_to_end_int8_minus_aizoo"] == pytest.approx(0.10)
+    del run["variants"]["aizoo"]["scenes"]  # no --voc: no accuracy to compare
+    assert "end_to_end_int8_minus_aizoo" not in ratios(run)
+
+
 def test_measurements_under_a_competing_load_are_named(monkeypatch):
     monkeypatch.setattr(bench, "load_average", lambda: 3.4)
     quiet, loaded = {"load_1min": 1.9}, Series(ms=[1.0, 2.0]).stats()
@@ -123,7 +142,7 @@ def test_a_short_run_writes_the_stable_json_schema(frames_dir, tmp_path, shared_
         "sys.meta_path.insert(0, NoTF())\n"
         "from maskgate.edge.cli import main\n"
         f"sys.exit(main(['bench', '--source', {str(frames_dir)!r}, '--frames', '6', '--warmup', '1',"
-        f" '--sizes', '300x300', '--threads', '1', '--keras', 'run', '--json', {str(out)!r}]))\n"
+        f" '--sizes', '300x300', '--threads', '1', '--keras', 'run', '--aizoo', '--json', {str(out)!r}]))\n"
     )
     import os
     import subprocess
@@ -145,7 +164,19 @@ def test_a_short_run_writes_the_stable_json_schema(frames_dir, tmp_path, shared_
     assert doc["stages"]["total"]["p50"] >= doc["stages"]["detect"]["p50"] > 0
     # generated faces are no faces to the SSD: the classifier is still measured, on centre crops
     assert doc["variants"]["int8"]["classifier"]["per_face"]["n"] >= 6
-    assert set(doc["variants"]) == {"int8"}  # the shipped bundle has no float model, and no TensorFlow here
+    # the shipped bundle has no float model, and no TensorFlow here; the AIZOO reference needs neither,
+    # only its two optional files in the mirror (without them it is skipped, saying how to fetch them)
+    if not (shared_models / "face_mask_detection.caffemodel").is_file():
+        assert set(doc["variants"]) == {"int8"} and "models fetch --for bench" in doc["skipped"]["aizoo"]
+    else:
+        assert set(doc["variants"]) == {"int8", "aizoo"}
+        aizoo = doc["variants"]["aizoo"]
+        assert "classifier" not in aizoo and "scenes" not in aizoo  # one pass; no --voc
+        assert aizoo["pipeline"]["total"]["p50"] >= aizoo["pipeline"]["detect"]["p50"] > 0
+        assert (
+            aizoo["pipeline"]["classify"]["p50"] == 0.0 and doc["ratios"]["pipeline_fps_int8_over_aizoo"] > 0
+        )
+        assert "against peers (pipeline)" in r.stdout and "one pass: no classifier of its own" in r.stdout
     assert doc["skipped"]["keras"].startswith("TensorFlow is not installed")
     assert "float32 model" in doc["skipped"]["float32"]
     assert set(doc["detectors"]) == {
@@ -178,7 +209,7 @@ def test_agreement_and_scenes_metric_on_hand_made_faces():
     truth = {"a.jpg": [("with_mask", (0, 0, 40, 40)), ("without_mask", (100, 0, 140, 40))]}
     m = scenes_metric(truth, ["a.jpg", "a.jpg", None], [candidate[0], candidate[0], []])
     assert m == {"images": 1, "side": None, "faces": 2, "recall": 1.0, "recall_masked": 1.0,
-                 "recall_unmasked": 1.0, "end_to_end_accuracy": 0.5,
+                 "recall_unmasked": 1.0, "accuracy_on_found": 0.5, "end_to_end_accuracy": 0.5,
                  "extra_boxes_per_image": 1.0}  # fmt: skip
     # repeats count once; one side of the scene split only
     side = scene_split.side("a.jpg")

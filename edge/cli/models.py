@@ -22,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--manifest", type=Path, metavar="PATH", help="manifest to use (default: the one shipped in models/)"
     )
-    p.add_argument("--for", dest="stage", choices=("edge", "train", "convert"),
-                   help="only the files this stage needs (a device: edge); default all")  # fmt: skip
+    p.add_argument("--for", dest="stage", choices=("edge", "train", "convert", "bench"),
+                   help="only the files this stage needs (a device: edge; bench: the benchmark's "
+                        "references); default all")  # fmt: skip
     p.set_defaults(handler=_models_fetch)
     p = msub.add_parser("list", help="show each manifest file and whether the cache holds it verified")
     p.add_argument(

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..core.errors import ConfigError
 from ..core.scene_split import SIDES
 from ..tools.config import BenchConfig, CropFacesConfig
+from ..tools.peers import REFERENCES
 from .options import add_config_command, add_gate_options, gate_config
 
 # The gate settings a tool takes shortcuts for; the rest through --config and --set.
@@ -33,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--annotate", type=Path, metavar="PATH", help="folder to create with annotated images or video"
     )
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after this many frames")
+    p.add_argument(
+        "--reference",
+        choices=REFERENCES,
+        help="run a peer's published pipeline instead of maskgate's, with its own labels, for maskgate "
+        "score (aizoo: AIZOO's single-stage mask detector; its files: maskgate models fetch --for bench)",
+    )
     p.set_defaults(handler=_detect)
 
     p = sub.add_parser(
@@ -100,7 +107,13 @@ def _detect(args: argparse.Namespace) -> int:
     cfg, _ = gate_config(args, system_default=False)
     from ..tools.detect import detect
 
-    summary = detect(cfg, jsonl=args.jsonl, annotate_dir=args.annotate, progress=sys.stderr.isatty())
+    summary = detect(
+        cfg,
+        jsonl=args.jsonl,
+        annotate_dir=args.annotate,
+        progress=sys.stderr.isatty(),
+        reference=args.reference,
+    )
     lat = summary["latency_ms"]
     print(
         f"{summary['frames']} frames, {summary['faces']} faces, per frame p50 {lat['p50']:.1f} ms "

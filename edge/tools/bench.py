@@ -10,11 +10,14 @@ the *capture* stage), then every measurement runs on the same frames:
 
 Variants: ``int8`` (the shipped path: the gate's detector, retinaface-int8 by default, and the
 int8 classifier), ``float32`` (that detector's float32 model, or OpenCV's float SSD, with the
-bundle's float32 classifier, when the bundle has one) and ``keras``
+bundle's float32 classifier, when the bundle has one) and two references: ``keras``
 (the usual public path: OpenCV's float SSD at 300x300 and a Keras model's ``predict`` per
-frame), which needs TensorFlow and ``--keras MODEL``. edge/ never imports TensorFlow: the
-Keras variant is provided by train/ through the ``maskgate.bench`` entry point, and is
-skipped, with the reason, when that is not installed. Every timing follows a warm-up.
+frame), which needs TensorFlow and ``--keras MODEL``, and ``aizoo`` (``--aizoo``: AIZOO's
+single-stage mask detector, one pass through OpenCV's float DNN, ``tools.peers.aizoo``), whose
+faces come with its own labels, so with ``--voc`` its pipeline gets the scenes metric itself.
+edge/ never imports TensorFlow: the Keras variant is provided by train/ through the
+``maskgate.bench`` entry point, and is skipped, with the reason, when that is not installed.
+Every timing follows a warm-up.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 
 from ..core import scene_split, sysinfo, timing
 from ..core.bundle import default_bundle_path, load_bundle
-from ..core.errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError, MaskgateError
 from ..core.geometry import crop, expand_box
 from ..core.labels import MASKED, UNMASKED
 from ..core.litert import runtime_name
@@ -51,6 +54,8 @@ from ..gate.decision import Gate
 from ..gate.sources import open_source
 from ..gate.tracking import Observation, Tracker
 from .config import BenchConfig
+from .peers.aizoo import WHAT as AIZOO_WHAT
+from .peers.aizoo import AizooReference
 from .scoring import Prediction, match_image, match_scored
 
 logger = logging.getLogger(__name__)
@@ -173,12 +178,17 @@ def face_crops(frames: list[np.ndarray], boxes: list[list[tuple]], size: int) ->
 
 @dataclass
 class Variant:
-    """A detector and a classifier measured together, as the gate would run them."""
+    """A detector and a classifier measured together, as the gate would run them.
+
+    A ``one_pass`` variant (a peer whose one network finds and labels faces) has no classifier
+    of its own to profile, and with ``--voc`` its pipeline's faces are scored as they come.
+    """
 
     name: str
-    analyzer: FrameAnalyzer
+    analyzer: FrameAnalyzer | AizooReference
     load_s: float
     note: str = ""
+    one_pass: bool = False
 
 
 def keras_plugin() -> Callable[[Path], Any] | str:
@@ -256,13 +266,29 @@ def build_variants(
             keras.load_s += c.ms / 1000
             keras.note += f" (TensorFlow threads: {keras.analyzer.classifier.threads})"
             variants.append(keras)
+    if not cfg.aizoo:
+        skipped["aizoo"] = "not asked for (--aizoo)"
+    else:
+        try:
+            with Clock() as c:
+                peer = AizooReference.fetched(threads=threads)
+        except MaskgateError as e:  # its files are optional: a device need not have them
+            skipped["aizoo"] = str(e)
+        else:
+            variants.append(Variant("aizoo", peer, c.ms / 1000, f"{AIZOO_WHAT}, {threads} thread(s)", True))
     return variants, skipped
 
 
 def pipeline(
-    variant: Variant, frames: list[np.ndarray], capture: Series, cfg: BenchConfig, gate_cfg: GateConfig
+    variant: Variant,
+    frames: list[np.ndarray],
+    capture: Series,
+    cfg: BenchConfig,
+    gate_cfg: GateConfig,
+    found: list[list] | None = None,
 ) -> dict[str, Any]:
-    """Stage by stage, the way ``maskgate run`` does it, on every frame."""
+    """Stage by stage, the way ``maskgate run`` does it, on every frame; each frame's faces are
+    appended to ``found`` when one is given."""
     d = gate_cfg.decision
     tracker = Tracker.from_config(d)
     gate = Gate(d)
@@ -289,6 +315,8 @@ def pipeline(
             series[name].ms.append(ms)
         series["total"].cpu_ms.append(total.cpu_ms)
         series["total"].faces.append(len(analysis.faces))
+        if found is not None:
+            found.append(analysis.faces)
         if deadline is not None and time.monotonic() > deadline:
             break
     # capture is measured once, when the frames are read: a camera-fed gate pays it on top of the rest
@@ -310,7 +338,12 @@ def classifier_profile(variant: Variant, batches: list[np.ndarray], cfg: BenchCo
 
 
 def detector_profile(
-    frames: list[np.ndarray], names: list[str | None], cfg: BenchConfig, threads: int, gate_cfg: GateConfig
+    frames: list[np.ndarray],
+    names: list[str | None],
+    cfg: BenchConfig,
+    threads: int,
+    gate_cfg: GateConfig,
+    truth: dict[str, list] | None = None,
 ) -> dict[str, Any]:
     """Each backend at each input size on every frame; with ``--voc``, also what it finds.
 
@@ -319,7 +352,8 @@ def detector_profile(
     matched against ssd-opencv's at the same size (recall at IoU >= 0.5, from
     score 0.5 for both, and the correlation of matched scores).
     """
-    truth = voc_truth(cfg.voc) if cfg.voc is not None else None
+    if truth is None and cfg.voc is not None:
+        truth = voc_truth(cfg.voc)
     bundle = load_bundle(gate_cfg.classifier.bundle or default_bundle_path(), kind="classifier")
     out: dict[str, Any] = {}
     found: dict[str, list] = {}
@@ -428,6 +462,7 @@ def scenes_metric(
         "recall": ratio("found", "faces"),
         "recall_masked": ratio(f"found:{MASKED}", f"faces:{MASKED}"),
         "recall_unmasked": ratio(f"found:{UNMASKED}", f"faces:{UNMASKED}"),
+        "accuracy_on_found": ratio("right", "found"),
         "end_to_end_accuracy": ratio("right", "faces"),
         "extra_boxes_per_image": total["extra"] / len(seen) if seen else None,
     }
@@ -437,6 +472,7 @@ def run_bench(cfg: BenchConfig, gate_cfg: GateConfig) -> dict[str, Any]:
     """Every measurement on the same frames, with the gate's detector, classifier and decision settings."""
     load_at_start = load_average()
     frames, names, capture = read_frames(cfg)
+    truth = voc_truth(cfg.voc) if cfg.voc is not None else None
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "source": cfg.source,
@@ -455,17 +491,23 @@ def run_bench(cfg: BenchConfig, gate_cfg: GateConfig) -> dict[str, Any]:
         # every classifier sees the same faces: those the int8 detector finds
         boxes = face_boxes(frames, variants[0].analyzer.detector, gate_cfg.detector.margin)
         for v in variants:
-            batches = face_crops(frames, boxes, v.analyzer.classifier.input_size)
-            run["variants"][v.name] = {
+            found: list[list] | None = [] if v.one_pass and truth is not None else None
+            entry = run["variants"][v.name] = {
                 "what": v.note,
                 "load_s": round(v.load_s, 3),
-                "pipeline": pipeline(v, frames, capture, cfg, gate_cfg),
-                "classifier": classifier_profile(v, batches, cfg),
+                "pipeline": pipeline(v, frames, capture, cfg, gate_cfg, found),
             }
+            if v.one_pass:  # no classifier of its own: its labels are scored with the faces
+                if found is not None:
+                    entry["scenes"] = scenes_metric(truth, names, found, side=cfg.scenes)
+            else:
+                batches = face_crops(frames, boxes, v.analyzer.classifier.input_size)
+                entry["classifier"] = classifier_profile(v, batches, cfg)
         for v in variants:
             v.analyzer.close()
-        run["detectors"] = detector_profile(frames, names, cfg, threads, gate_cfg)
+        run["detectors"] = detector_profile(frames, names, cfg, threads, gate_cfg, truth)
         run["skipped"] |= run["detectors"].pop("skipped", {})
+        run["gate_detector"] = gate_detector_key(run["detectors"], gate_cfg)
         result["runs"].append(run)
     headline = max(result["runs"], key=lambda r: r["threads"])
     total = headline["variants"]["int8"]["pipeline"]["total"]
@@ -500,10 +542,30 @@ def run_bench(cfg: BenchConfig, gate_cfg: GateConfig) -> dict[str, Any]:
     return result
 
 
+def gate_detector_key(detectors: dict[str, Any], gate_cfg: GateConfig) -> str | None:
+    """Which of the detector measurements is the gate's own detector at its own input size (the
+    faces ``maskgate detect`` reports), if one is."""
+    backend = gate_cfg.detector.backend
+    if backend == "retinaface-int8":
+        return next((k for k in detectors if k.startswith("retinaface-int8@")), None)
+    size = gate_cfg.detector.input_size or (300, 300)
+    key = f"{backend}@{'x'.join(map(str, size)) if isinstance(size, tuple) else size}"
+    return key if key in detectors else None
+
+
 def ratios(run: dict[str, Any]) -> dict[str, float]:
-    """How many times faster int8 is than the other variants, on the same frames."""
+    """How many times faster int8 is than the other variants, on the same frames; against a peer
+    that labels its own faces, also how much more accurate end to end (a difference, not a ratio)."""
     v = run["variants"]
     out: dict[str, float] = {}
+    if "aizoo" in v:
+        out["pipeline_fps_int8_over_aizoo"] = (
+            v["int8"]["pipeline"]["total"]["fps"] / v["aizoo"]["pipeline"]["total"]["fps"]
+        )
+        own = (run["detectors"].get(run.get("gate_detector") or "") or {}).get("scenes") or {}
+        peer = v["aizoo"].get("scenes") or {}
+        if own.get("end_to_end_accuracy") is not None and peer.get("end_to_end_accuracy") is not None:
+            out["end_to_end_int8_minus_aizoo"] = own["end_to_end_accuracy"] - peer["end_to_end_accuracy"]
     for other in ("float32", "keras"):
         if other in v:
             out[f"pipeline_fps_int8_over_{other}"] = (
@@ -531,6 +593,44 @@ def _num(stats: dict[str, Any] | None, key: str, width: int, digits: int = 2) ->
     """A right-aligned figure, or n/a where a measurement had nothing to measure."""
     value = (stats or {}).get(key)
     return f"{value:{width}.{digits}f}" if value is not None else f"{'n/a':>{width}s}"
+
+
+SCENE_COLUMNS = ("recall", "recall_masked", "recall_unmasked", "accuracy_on_found", "end_to_end_accuracy")
+
+
+def _head_to_head(run: dict[str, Any]) -> list[str]:
+    """maskgate's pipeline beside the references that label their own faces: speed and the scenes
+    metric side by side (maskgate's faces: its detector's measurement, as ``maskgate detect`` runs it)."""
+    peers = {k: v for k, v in run["variants"].items() if "classifier" not in v}
+    if not peers:
+        return []
+    lines = [
+        "",
+        f"{'against peers (pipeline)':34s}{'p50':>10s}{'p95':>10s}{'fps':>8s}"
+        + "".join(f"{c:>10s}" for c in ("recall", "on found", "e2e", "extra/img")),
+    ]
+    own = run["detectors"].get(run.get("gate_detector") or "") or {}
+    rows = [("int8", run["variants"]["int8"], own.get("scenes"))]
+    rows += [(name, v, v.get("scenes")) for name, v in peers.items()]
+    for name, v, sc in rows:
+        t = v["pipeline"]["total"]
+        lines.append(
+            f"{name:34s}"
+            + _num(t, "p50", 10)
+            + _num(t, "p95", 10)
+            + _num(t, "fps", 8, 1)
+            + (
+                "".join(_num(sc, k, 10, 3) for k in ("recall", "accuracy_on_found", "end_to_end_accuracy"))
+                + _num(sc, "extra_boxes_per_image", 10)
+                if sc
+                else ""
+            )
+        )
+    if own.get("scenes"):
+        lines.append(
+            f"int8's faces: those of {run['gate_detector']} above, classified by the int8 classifier"
+        )
+    return lines
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -570,14 +670,17 @@ def format_table(result: dict[str, Any]) -> str:
             )
         lines += ["", f"{'classifier (ms per face)':34s}{'one face p50':>14s}{'batched p50':>14s}"]
         for name, v in run["variants"].items():
-            c = v["classifier"]
+            c = v.get("classifier")
+            if c is None:
+                lines.append(f"{name:34s}{'one pass: no classifier of its own':>28s}")
+                continue
             lines.append(
                 f"{name:34s}" + _num(c["per_face"], "p50", 14) + _num(c["batched_per_face"], "p50", 14)
             )
         lines += [
             "",
             f"{'detector (ms per frame)':34s}{'p50':>10s}{'p95':>10s}{'vs ref':>9s}"
-            + "".join(f"{c:>10s}" for c in ("recall", "masked", "unmasked", "e2e", "extra/img")),
+            + "".join(f"{c:>10s}" for c in ("recall", "masked", "unmasked", "on found", "e2e", "extra/img")),
         ]
         for name, d in run["detectors"].items():
             vs = (d.get("vs_opencv") or d.get("vs_float32") or {}).get("recall")
@@ -587,11 +690,7 @@ def format_table(result: dict[str, Any]) -> str:
                 + _num(d, "p50", 10)
                 + _num(d, "p95", 10)
                 + (f"{vs:9.4f}" if vs is not None else f"{'':9s}")
-                + "".join(
-                    _num(sc, k, 10, 3)
-                    for k in ("recall", "recall_masked", "recall_unmasked", "end_to_end_accuracy")
-                    if sc
-                )
+                + "".join(_num(sc, k, 10, 3) for k in SCENE_COLUMNS if sc)
                 + (_num(sc, "extra_boxes_per_image", 10) if sc else "")
             )
         if any(d.get("scenes") for d in run["detectors"].values()):
@@ -600,11 +699,15 @@ def format_table(result: dict[str, Any]) -> str:
                 f"scenes: {', '.join(str(x or 'all') for x in sides)} side of the scene split; "
                 "'vs ref': ssd-int8 against ssd-opencv, retinaface-int8 against its float32 model"
             )
+        lines += _head_to_head(run)
         for name, why in run["skipped"].items():
             lines.append(f"skipped {name}: {why}")
     lines += [
         "",
-        "ratios (same frames): " + ", ".join(f"{k} {v:.1f}x" for k, v in result["ratios"].items()),
+        "ratios (same frames): "
+        + ", ".join(
+            f"{k} {v:+.3f}" if "_minus_" in k else f"{k} {v:.1f}x" for k, v in result["ratios"].items()
+        ),
         f"peak RSS {result['peak_rss_mb']} MB",
         f"load average at start {result['load_average']['at_start']:.2f}; "
         + (

@@ -28,6 +28,11 @@ class BenchConfig(Section):
         None,
         description="a .keras model or training run: adds the Keras model.predict reference (TensorFlow)",
     )
+    aizoo: bool = Field(
+        False,
+        description="adds the AIZOO single-stage mask detector as a reference (OpenCV float DNN; its files "
+        "from maskgate models fetch --for bench)",
+    )
     frames: int = Field(200, ge=5, le=100_000, description="frames to measure on")
     duration: float | None = Field(
         None,

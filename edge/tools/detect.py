@@ -6,6 +6,10 @@ with ``"faces": [{"box": [x1, y1, x2, y2], "label", "score",
 [x, y] points, from detectors that predict them), plus ``"ms"``, the
 frame's detect + classify time. The JSONL file and the ``--annotate`` folder
 appear only when the run completes; an interrupted run leaves neither.
+
+``reference`` (``--reference aizoo``) runs a peer's published pipeline instead of
+maskgate's (``tools.peers``), writing the same lines with the peer's own labels, so
+``maskgate score`` compares both pipelines on any VOC folder.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..core import atomic
-from ..core.errors import DataError, OutputExistsError
+from ..core.errors import ConfigError, DataError, OutputExistsError
 from ..core.imageio import IMAGE_SUFFIXES
 from ..core.timing import summarize
 from ..gate.analyzer import FrameAnalyzer
 from ..gate.config import GateConfig
 from ..gate.draw import annotate
 from ..gate.sources import FrameSource, ImageSource, VideoFileSource, open_source
+from .peers import REFERENCES
+from .peers.aizoo import AizooReference
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +70,24 @@ class Annotator:
             self._writer = None
 
 
-def detect(cfg: GateConfig, *, jsonl: Path, annotate_dir: Path | None = None, progress: bool = True) -> dict:
-    """Run the analyzer over ``cfg.source`` and write the JSONL; return a summary."""
+def make_analyzer(cfg: GateConfig, reference: str | None) -> FrameAnalyzer | AizooReference:
+    if reference is None:
+        return FrameAnalyzer.from_config(cfg.detector, cfg.classifier)
+    if reference == "aizoo":
+        return AizooReference.fetched(threads=cfg.detector.threads)
+    raise ConfigError(f"--reference {reference}: unknown; one of {', '.join(REFERENCES)}")
+
+
+def detect(
+    cfg: GateConfig,
+    *,
+    jsonl: Path,
+    annotate_dir: Path | None = None,
+    progress: bool = True,
+    reference: str | None = None,
+) -> dict:
+    """Run the analyzer (or the ``reference`` peer, on the detector's threads) over ``cfg.source``
+    and write the JSONL; return a summary."""
     if Path(jsonl).is_dir():
         raise OutputExistsError(f"--jsonl {jsonl} is a directory; name a file")
     atomic.check_creatable(Path(jsonl), "--jsonl")
@@ -76,7 +98,7 @@ def detect(cfg: GateConfig, *, jsonl: Path, annotate_dir: Path | None = None, pr
     latencies: list[float] = []
     frames = faces = 0
     with contextlib.ExitStack() as stack:
-        analyzer = FrameAnalyzer.from_config(cfg.detector, cfg.classifier)
+        analyzer = make_analyzer(cfg, reference)
         stack.callback(analyzer.close)
         source = stack.enter_context(open_source(cfg.source))
         total = len(source.paths) * source.frames_per_image if isinstance(source, ImageSource) else None
