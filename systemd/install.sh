@@ -45,9 +45,10 @@ fi
 # LiteRT publishes 64-bit wheels only, and PyPI has no 32-bit ARM wheels of numpy, OpenCV or Pillow:
 # refuse before anything is changed. The interpreter decides, not the kernel: 32-bit Raspberry Pi OS
 # runs a 64-bit kernel on a Pi 4 and 5, so `uname -m` says aarch64 there.
-BITS=$(python3 -c 'import struct; print(8 * struct.calcsize("P"))' 2>/dev/null || echo "?")
+command -v python3 >/dev/null || { echo "install.sh: python3 not found: apt install python3 python3-venv" >&2; exit 2; }
+BITS=$(python3 -c 'import struct; print(8 * struct.calcsize("P"))')
 MACHINE=$(uname -m)
-if [ "$BITS" = 32 ] || [ "$BITS" = "?" ] || { [ "$MACHINE" != x86_64 ] && [ "$MACHINE" != aarch64 ]; }; then
+if [ "$BITS" != 64 ] || { [ "$MACHINE" != x86_64 ] && [ "$MACHINE" != aarch64 ]; }; then
   echo "install.sh: $BITS-bit Python on $MACHINE is not supported: maskgate needs 64-bit Raspberry Pi OS" \
     "Bookworm (or Debian 12) on a Pi 3, 4, 5, Zero 2 W or CM3/4/5, or any 64-bit x86 Linux" >&2
   exit 2
@@ -79,6 +80,9 @@ run python3 -m venv --system-site-packages "$PREFIX/venv"
 if [ -n "$WHEELHOUSE" ]; then  # offline: maskgate and every dependency from the folder, wheels only
   run "$PREFIX/venv/bin/pip" install --quiet --no-index --find-links "$WHEELHOUSE" --only-binary=:all: \
     --upgrade "maskgate[edge]"
+  # the same version again is the wheelhouse's build, not necessarily the installed one
+  run "$PREFIX/venv/bin/pip" install --quiet --no-index --find-links "$WHEELHOUSE" --no-deps --force-reinstall \
+    maskgate
 else
   run "$PREFIX/venv/bin/pip" install --quiet --upgrade pip
   run "$PREFIX/venv/bin/pip" install --quiet --only-binary=:all: "$SRC[edge]"
