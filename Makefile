@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED)/models),)
 export MASKGATE_MIRROR ?= $(abspath $(SHARED)/models)
 endif
 
-.PHONY: setup setup-edge demo demo-train test test-edge lint benchmark-train benchmark-scenes benchmark-detectors benchmark-peers benchmark-faults benchmark-web benchmark-mqtt check-systemd clean
+.PHONY: setup setup-edge demo demo-train test test-edge check-arm64 wheelhouse lint benchmark-train benchmark-scenes benchmark-detectors benchmark-peers benchmark-faults benchmark-web benchmark-mqtt check-systemd clean
 
 # The developer's environment: every extra, TensorFlow included.
 $(VENV)/.installed: pyproject.toml
@@ -75,6 +75,30 @@ test-edge: $(EDGE_VENV)/.installed-test
 		fi; \
 	done
 	$(EDGE_BIN)/python -m pytest -m "not tf"
+
+# The device's stack on arm64: 64-bit Raspberry Pi OS's base (Debian 12 arm64) emulated by qemu-user,
+# maskgate[edge] installed offline from `make wheelhouse`, the arm64-marked tests, detect on ten scenes
+# and the demo, compared with this machine's run (docs/runtime.md, "The arm64 check"). Needs root.
+check-arm64: $(EDGE_VENV)/.installed
+	.ci/check-arm64
+
+# Every wheel a device installs, for an offline install (`systemd/install.sh --wheelhouse DIR`): maskgate's
+# own wheel from this checkout and its dependencies' binary wheels for the target, by default 64-bit
+# Raspberry Pi OS Bookworm (aarch64, CPython 3.11). WHEEL_EXTRAS=edge,test adds the test suite.
+WHEELHOUSE ?= wheelhouse
+WHEEL_EXTRAS ?= edge
+WHEEL_PYTHON ?= 3.11
+WHEEL_ARCH ?= aarch64
+WHEEL_PLATFORMS ?= $(foreach v,17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36,\
+	manylinux_2_$(v)_$(WHEEL_ARCH)) manylinux2014_$(WHEEL_ARCH) linux_$(WHEEL_ARCH)
+wheelhouse: $(EDGE_VENV)/.installed
+	rm -rf $(WHEELHOUSE).partial && mkdir -p $(WHEELHOUSE).partial
+	$(EDGE_BIN)/pip wheel --quiet --no-deps -w $(WHEELHOUSE).partial .
+	$(EDGE_BIN)/pip download --quiet --only-binary=:all: -d $(WHEELHOUSE).partial \
+		--python-version $(WHEEL_PYTHON) --implementation cp $(addprefix --platform ,$(WHEEL_PLATFORMS)) \
+		"$$(ls $(WHEELHOUSE).partial/maskgate-*.whl)[$(WHEEL_EXTRAS)]"
+	rm -rf $(WHEELHOUSE) && mv $(WHEELHOUSE).partial $(WHEELHOUSE)
+	@echo "$(WHEELHOUSE): $$(ls $(WHEELHOUSE) | wc -l) wheels for $(WHEEL_ARCH), CPython $(WHEEL_PYTHON)"
 
 # The figures in docs/training.md: the default training run on the full faces dataset.
 benchmark-train: setup
@@ -148,4 +172,4 @@ check-systemd:
 	SHARED="$(SHARED)" .ci/check-systemd
 
 clean:
-	rm -rf $(VENV) $(EDGE_VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(EDGE_VENV) .pytest_cache .ruff_cache *.egg-info $(WHEELHOUSE)

@@ -12,6 +12,8 @@ from maskgate.edge.detectors.config import DetectorConfig
 from maskgate.edge.gate.analyzer import FrameAnalyzer
 from maskgate.edge.gate.config import ClassifierConfig, DecisionConfig
 
+pytestmark = pytest.mark.arm64  # in `make check-arm64`'s subset (pyproject.toml)
+
 
 @pytest.fixture(scope="module")
 def bundle():

@@ -131,3 +131,15 @@ def test_unsupported_cluster_is_refused_before_any_work(tmp_path, out, tf_config
     r = maskgate("train", "--data", str(root), "--out", str(out), env_extra={"TF_CONFIG": tf_config})
     assert_one_line_error(r, *fragments)
     _assert_nothing_written(out)
+
+
+def test_a_missing_pi_camera_library_says_it_comes_from_apt_into_a_system_site_venv():
+    """picamera2 needs libcamera, which only Raspberry Pi OS's packages have: pip cannot mend it."""
+    import importlib.util
+
+    if importlib.util.find_spec("picamera2") is not None:
+        pytest.skip("picamera2 is installed here")
+    r = maskgate("run", "--source", "picamera", "--set", "outputs.pin_factory=mock")
+    assert_one_line_error(r, "needs the module picamera2", "sudo apt install python3-picamera2",
+                          "python3 -m venv --system-site-packages")  # fmt: skip
+    assert "pip install" not in r.stderr

@@ -12,6 +12,8 @@ from maskgate.edge.gate.decision import Gate, Phase
 from maskgate.edge.gate.outputs import OFF
 from maskgate.edge.gate.tracking import FaceState, Observation, Tracker
 
+pytestmark = pytest.mark.arm64  # in `make check-arm64`'s subset (pyproject.toml)
+
 FPS = 10.0
 NEAR = (100, 100, 200, 220)  # a face 120 px high, close to the camera
 OTHER = (300, 100, 400, 220)

@@ -17,6 +17,7 @@ from maskgate.edge.detectors.registry import make_detector
 SCENES = SHARED / "data" / "scenes"
 
 
+@pytest.mark.arm64
 def test_boxes_are_scaled_clamped_filtered_and_sorted():
     rows = np.array(
         [
@@ -36,11 +37,13 @@ def test_boxes_are_scaled_clamped_filtered_and_sorted():
     assert boxes_from_normalized(np.zeros((0, 5)), 10, 10, confidence=0.5, min_face_px=1) == []
 
 
+@pytest.mark.arm64
 def test_network_size():
     assert network_size((300, 300), 640, 480) == (300, 300)
     assert network_size("frame", 640, 480) == (640, 480)
 
 
+@pytest.mark.arm64
 def test_detector_files_come_verified_from_the_fetch_step(monkeypatch):
     # no mirror and no network in the test environment: one clear line, not a cv2 crash
     monkeypatch.setattr("maskgate.edge.core.fetch.DOWNLOAD_TIMEOUT_S", 0.5)
@@ -49,6 +52,7 @@ def test_detector_files_come_verified_from_the_fetch_step(monkeypatch):
         make_detector(DetectorConfig(backend="ssd-opencv"))
 
 
+@pytest.mark.arm64
 def test_a_corrupt_detector_file_is_refused(tmp_path):
     from maskgate.edge.detectors.ssd import SsdOpenCvDetector
 

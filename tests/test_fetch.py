@@ -155,16 +155,35 @@ def test_malformed_url_is_one_clear_line(tmp_path, capsys):
     assert "cannot download notaurl/a.bin" in capsys.readouterr().err
 
 
-def test_a_device_fetches_only_the_files_its_stage_uses(shared_models, capsys):
-    """`--for edge` skips the training backbone, whose official download is not yet verified."""
-    assert main(["models", "fetch", "--for", "edge", "--mirror", str(shared_models)]) == 0
+def test_a_device_fetches_only_the_files_its_detector_uses(shared_models, tmp_path, capsys):
+    """`--for edge` skips the training backbone, whose official download is not yet verified, and
+    the Caffe SSD unless the configured detector is ssd-opencv: an offline device with the shipped
+    bundles installs without any of them."""
+    assert main(["models", "fetch", "--for", "edge"]) == 0  # no mirror, no network needed
+    out = capsys.readouterr().out
+    assert "nothing to fetch for edge with detector retinaface-int8" in out
+    assert "deploy.prototxt: not needed by detector retinaface-int8 (only by ssd-opencv)" in out
+    assert "copied" not in out and ".h5" not in out
+
+    config = tmp_path / "gate.toml"
+    config.write_text('[detector]\nbackend = "ssd-opencv"\n')
+    args = ["models", "fetch", "--for", "edge", "--config", str(config), "--mirror", str(shared_models)]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "deploy.prototxt: copied" in out and "caffemodel: copied" in out and ".h5" not in out
-    uses = {name: item.used_by for name, item in fetch.load_manifest().items()}
-    assert [n for n, u in uses.items() if "edge" in u] == [
+    uses = {name: (item.used_by, item.detectors) for name, item in fetch.load_manifest().items()}
+    assert [n for n, (u, _) in uses.items() if "edge" in u] == [
         "deploy.prototxt",
         "res10_300x300_ssd_iter_140000.caffemodel",
     ]
+    assert all(d == ("ssd-opencv",) for u, d in uses.values() if "edge" in u)
+
+
+def test_needed_by_narrows_only_the_device_stage():
+    ssd = fetch.ModelFile("x", "u", ("0" * 64,), "l", used_by=("edge", "convert"), detectors=("ssd-opencv",))
+    assert fetch.needed_by(ssd, None) and fetch.needed_by(ssd, "convert", "retinaface-int8")
+    assert fetch.needed_by(ssd, "edge", "ssd-opencv") and not fetch.needed_by(ssd, "edge", "retinaface-int8")
+    assert not fetch.needed_by(ssd, "train")
 
 
 def _md5_entry(data: bytes, *, optional: bool = False) -> str:

@@ -22,6 +22,8 @@ from maskgate.edge.core.errors import ConfigError
 from maskgate.edge.gate.config import OutputsConfig
 from maskgate.edge.gate.guard import Guard, GuardedRelay, GuardLostError
 
+pytestmark = pytest.mark.arm64  # in `make check-arm64`'s subset (pyproject.toml)
+
 
 class Pin:
     def __init__(self) -> None:

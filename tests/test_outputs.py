@@ -12,6 +12,8 @@ from maskgate.edge.gate.config import OutputsConfig
 from maskgate.edge.gate.outputs import OFF, Outputs, Signals
 from maskgate.edge.gate.pins import Output, Relay
 
+pytestmark = pytest.mark.arm64  # in `make check-arm64`'s subset (pyproject.toml)
+
 
 def wait_until(predicate, timeout: float = 2.0) -> None:
     deadline = time.monotonic() + timeout

@@ -38,11 +38,13 @@ def rf_bundle():
         ((400, 300), (320, 320), (0.8, (320, 240), (320, 320))),  # fixed: fit inside, aspect kept
     ],
 )
+@pytest.mark.arm64
 def test_the_input_geometry(frame, input_size, expected):
     scale, scaled, padded = retinaface_geometry(*frame, input_size, 640)
     assert scale == pytest.approx(expected[0]) and (scaled, padded) == expected[1:]
 
 
+@pytest.mark.arm64
 def test_frames_are_padded_with_the_mean_colour_right_and_bottom():
     image = np.full((300, 400, 3), 7, np.uint8)
     x, scale = prepare_retinaface(image)
@@ -51,6 +53,7 @@ def test_frames_are_padded_with_the_mean_colour_right_and_bottom():
     assert (x[300:] == RETINAFACE_MEAN_BGR).all() and (x[:, 400:] == RETINAFACE_MEAN_BGR).all()
 
 
+@pytest.mark.arm64
 def test_landmarks_travel_with_their_box():
     rows = np.array([[0.9, 0.1, 0.1, 0.3, 0.5, *([0.2, 0.25] * 5)], [0.1, 0.5, 0.5, 0.6, 0.6, *([0.5] * 10)]])
     dets = boxes_from_normalized(rows, 200, 100, confidence=0.5, min_face_px=1)
@@ -60,6 +63,7 @@ def test_landmarks_travel_with_their_box():
     assert plain[0].landmarks is None and plain[0].box == dets[0].box
 
 
+@pytest.mark.arm64
 def test_shipped_bundle_is_int8_small_verified_and_described(rf_bundle):
     meta = rf_bundle.metadata
     assert meta.network == "retinaface" and meta.input.size is None and meta.input.max_side == 640
@@ -72,6 +76,7 @@ def test_shipped_bundle_is_int8_small_verified_and_described(rf_bundle):
     assert "WIDER FACE" in meta.source["origin"] and meta.source["rebuild_max_abs_diff"] < 1e-3
 
 
+@pytest.mark.arm64
 def test_the_default_configuration_runs_retinaface_on_the_frames_own_size(rf_bundle):
     det = make_detector(DetectorConfig(backend="retinaface-int8"))
     assert isinstance(det, RetinaFaceDetector) and det.input_size == "frame" and det.max_side == 640
@@ -80,6 +85,7 @@ def test_the_default_configuration_runs_retinaface_on_the_frames_own_size(rf_bun
     assert det.detect(np.zeros((37, 53, 3), np.uint8)) == []
 
 
+@pytest.mark.arm64
 def test_a_fixed_input_size_must_fit_the_network(rf_bundle):
     with pytest.raises(ModelFileError, match="multiples of 32, or 'frame'"):
         RetinaFaceDetector(rf_bundle, input_size=(300, 300))
@@ -88,6 +94,7 @@ def test_a_fixed_input_size_must_fit_the_network(rf_bundle):
     )
 
 
+@pytest.mark.arm64
 def test_the_detectors_refuse_each_others_bundles(rf_bundle):
     ssd = load_bundle(default_bundle_path("detector"), kind="detector")
     with pytest.raises(ModelFileError, match="holds an ssd detector; detector.backend retinaface-int8 needs"):
@@ -123,6 +130,7 @@ def _swap(order, i, j):
     return order
 
 
+@pytest.mark.arm64
 def test_damaged_retinaface_bundles_are_rejected_in_one_line(rf_bundle, tmp_path):
     def flip_a_byte(b):
         data = bytearray((b / "model.tflite").read_bytes())
@@ -148,6 +156,7 @@ def test_damaged_retinaface_bundles_are_rejected_in_one_line(rf_bundle, tmp_path
         assert "\n" not in str(e.value)
 
 
+@pytest.mark.arm64
 def test_metadata_names_exactly_one_network(rf_bundle):
     data = rf_bundle.metadata.model_dump(mode="json")
     with pytest.raises(ValueError, match="exactly one network"):
@@ -161,6 +170,7 @@ def scenes():
     return [read_image(SCENES / f"maksssksksss{i}.jpg") for i in (0, 1, 2, 4)]
 
 
+@pytest.mark.arm64
 def test_int8_finds_the_float_models_faces_with_landmarks_inside_them(rf_bundle, scenes):
     int8 = RetinaFaceDetector(rf_bundle, confidence=0.5, threads=1)
     ref = RetinaFaceDetector(rf_bundle, confidence=0.5, threads=1, float_model=True)
@@ -207,6 +217,7 @@ def test_each_input_size_is_planned_once_and_the_plans_are_bounded(rf_bundle, sc
         det.detect(frames[0])
 
 
+@pytest.mark.arm64
 def test_the_configuration_refuses_what_the_backend_would_and_names_every_backends_score():
     from maskgate.edge.core.errors import ConfigError
     from maskgate.edge.detectors.config import BACKENDS, GATE_MIN_SCORE

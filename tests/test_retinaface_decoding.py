@@ -14,6 +14,8 @@ from maskgate.edge.detectors.retinaface_decoding import (
     decode_landmarks,
 )
 
+pytestmark = pytest.mark.arm64  # in `make check-arm64`'s subset (pyproject.toml)
+
 
 def test_anchors_of_a_32_px_input_by_hand():
     a = AnchorSpec().anchors(32, 32)

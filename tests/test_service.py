@@ -21,6 +21,8 @@ from maskgate.edge.gate.outputs import Outputs
 from maskgate.edge.gate.service import GateService
 from maskgate.edge.gate.sources import LiveSource, SourceLostError
 
+pytestmark = pytest.mark.arm64  # in `make check-arm64`'s subset (pyproject.toml)
+
 
 def make_service(factory, sources, *, cfg: GateConfig | None = None, analyzer=None, **decision):
     cfg = cfg or build(

@@ -32,6 +32,7 @@ def _faces_root() -> Path:
     return SHARED / "data" / "faces"
 
 
+@pytest.mark.arm64
 def test_shipped_bundle_loads_and_is_int8():
     from maskgate.edge.core.bundle import default_bundle_path, load_bundle
 
@@ -43,6 +44,7 @@ def test_shipped_bundle_loads_and_is_int8():
     assert v["accuracy_drop_pp"] <= 0.5 and v["n"] > 500  # verified on the full test split
 
 
+@pytest.mark.arm64
 def test_shipped_bundle_matches_its_golden_outputs():
     from maskgate.edge.core.bundle import default_bundle_path, load_bundle
     from maskgate.edge.core.imageio import read_image

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import sys
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def annotated_found(path: Path, boxes: list) -> int:
     return len(greedy_match(iou_matrix(faces, boxes), 0.4)) if faces and boxes else 0
 
 
+@pytest.mark.arm64
 def test_shipped_segmenter_loads_is_int8_and_was_verified_on_the_report_side():
     b = load_bundle(BUNDLE, kind="segmenter")
     assert b.classes == ["face"] and b.metadata.input.dtype == "uint8" and b.float_model_path is None
@@ -103,6 +105,16 @@ def test_shipped_segmenter_loads_is_int8_and_was_verified_on_the_report_side():
     assert b.metadata.source["calibration"]["split"] == "train"
 
 
+# Measured in `make check-arm64`: on aarch64 (ai-edge-litert 2.3 with XNNPACK, qemu's cortex-a72 and
+# max alike) 5 of the 49 cells of the generated scene's map are up to 0.053 off, while the report
+# scenes' means, boxes and scores agree within their tolerances. The int8 U-Net is this sensitive to
+# its kernels on x86-64 too (LiteRT's builtin kernels differ from XNNPACK's by up to 0.08 in the same
+# map), so the generated map's tolerance holds for one kernel set only. Strict: a change shows up.
+ON_ARM64 = platform.machine() == "aarch64"
+
+
+@pytest.mark.arm64
+@pytest.mark.xfail(ON_ARM64, strict=True, reason="the int8 U-Net's map differs on aarch64 (see above)")
 def test_the_default_unet_detector_runs_the_shipped_bundle_as_recorded():
     golden = json.loads(GOLDEN.read_text())
     det = default_unet()

@@ -28,6 +28,7 @@ def head(**kw) -> Head:
     return Head(**(base | kw))
 
 
+@pytest.mark.arm64
 def test_anchor_sizes_follow_caffe_order():
     # min box, sqrt(min*max) box, then each aspect ratio and its flip
     sizes = head().box_sizes()
@@ -40,6 +41,7 @@ def test_anchor_sizes_follow_caffe_order():
     )
 
 
+@pytest.mark.arm64
 def test_priors_by_hand():
     p = head(max_sizes=(), aspect_ratios=()).priors(2, 3, width=24, height=16)  # one 30 px box per cell
     assert p.shape == (6, 8)
@@ -49,6 +51,7 @@ def test_priors_by_hand():
     assert head(max_sizes=(), aspect_ratios=(), clip=True).priors(2, 3, 24, 16)[:, :4].min() == 0.0
 
 
+@pytest.mark.arm64
 def test_center_size_decoding_by_hand():
     prior = np.array([[0.2, 0.2, 0.4, 0.6, 0.1, 0.1, 0.2, 0.2]])  # centre (0.3, 0.4), 0.2 x 0.4
     assert decode(np.zeros((1, 4)), prior) == pytest.approx(prior[:, :4])
@@ -57,6 +60,7 @@ def test_center_size_decoding_by_hand():
     assert moved == pytest.approx(np.array([[0.32 - 0.2, 0.2, 0.32 + 0.2, 0.6]]))
 
 
+@pytest.mark.arm64
 def test_nms_on_synthetic_boxes():
     boxes = np.array(
         [[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9.5], [21, 21, 29, 29]], float
@@ -68,6 +72,7 @@ def test_nms_on_synthetic_boxes():
     assert nms(np.zeros((0, 4)), np.zeros(0), 0.45, 10).tolist() == []
 
 
+@pytest.mark.arm64
 def test_input_sizes_fit_the_network():
     assert fit_size(300, 300) == (300, 300)
     assert fit_size(401, 267) == (400, 268)
@@ -79,6 +84,7 @@ def bundle():
     return load_bundle(default_bundle_path("detector"), kind="detector")
 
 
+@pytest.mark.arm64
 def test_shipped_detector_bundle_is_int8_and_small(bundle):
     assert bundle.kind == "detector" and bundle.float_model_path is None
     assert bundle.model_path.stat().st_size <= 4_000_000
@@ -87,6 +93,7 @@ def test_shipped_detector_bundle_is_int8_and_small(bundle):
     )
 
 
+@pytest.mark.arm64
 def test_the_detectors_bundles_are_told_apart(bundle):
     with pytest.raises(ModelFileError, match="holds a detector; a classifier bundle is needed"):
         load_bundle(bundle.path, kind="classifier")
@@ -99,6 +106,7 @@ def _copy(bundle, tmp_path, edit):
     return b
 
 
+@pytest.mark.arm64
 def test_damaged_detector_bundles_are_rejected(bundle, tmp_path):
     def flip_a_byte(b):
         data = bytearray((b / "model.tflite").read_bytes())

@@ -140,6 +140,32 @@ def test_installer_plans_user_venv_config_models_and_unit():
     assert bad.returncode == 2 and "unknown option --bogus" in bad.stderr
 
 
+def _installer(*args: str, path_first: Path | None = None) -> subprocess.CompletedProcess:
+    env = os.environ | ({"PATH": f"{path_first}:{os.environ['PATH']}"} if path_first else {})
+    script = REPO / "systemd" / "install.sh"
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_installer_offline_from_a_wheelhouse_plans_no_index_and_no_pip_upgrade(tmp_path):
+    r = _installer("--dry-run", "--no-start", "--wheelhouse", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert f"--no-index --find-links {tmp_path} --only-binary=:all:" in r.stdout
+    assert "--upgrade pip" not in r.stdout
+    assert "models fetch --for edge --config /etc/maskgate/config.toml" in r.stdout
+
+
+def test_installer_refuses_32_bit_raspberry_pi_os_in_one_line_before_changing_anything(tmp_path):
+    """32-bit Raspberry Pi OS on a Pi 4 runs a 64-bit kernel: the interpreter's word size decides."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text("#!/bin/sh\necho 32\n")  # what a 32-bit interpreter prints for its pointer
+    (fake / "python3").chmod(0o755)
+    r = _installer("--dry-run", "--no-start", path_first=fake)
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "32-bit Python" in r.stderr and "64-bit Raspberry Pi OS Bookworm" in r.stderr
+
+
 def test_kiosk_user_unit_passes_systemd_analyze_verify(tmp_path):
     """The kiosk's user unit (systemd/kiosk/) is a valid unit; Chromium and curl are what it runs."""
     kiosk = REPO / "systemd" / "kiosk" / "maskgate-kiosk.service"

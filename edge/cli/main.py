@@ -33,9 +33,23 @@ COMMAND_GROUP = "maskgate.commands"
 # Which extra brings a module, for the one-line hint when it is missing.
 EXTRA_OF = {
     "tensorflow": "train", "keras": "train", "sklearn": "train", "matplotlib": "train", "h5py": "train",
-    "cv2": "edge", "PIL": "edge", "gpiozero": "edge", "ai_edge_litert": "edge", "tflite_runtime": "edge",
-    "paho": "edge", "picamera2": "pi", "libcamera": "pi", "lgpio": "pi",
+    "cv2": "edge", "PIL": "edge", "gpiozero": "edge", "ai_edge_litert": "edge", "paho": "edge",
 }  # fmt: skip
+# The Pi camera and GPIO libraries have no working wheels on PyPI (libcamera is Raspberry Pi OS's own):
+# they come from apt, and a virtual environment sees them only when made with --system-site-packages.
+FROM_APT = {"picamera2": "python3-picamera2", "libcamera": "python3-picamera2", "lgpio": "python3-lgpio"}
+
+
+def missing_module_hint(name: str) -> str | None:
+    """How to install a missing module, or None when it is none of maskgate's (a bug: keep the traceback)."""
+    top = name.split(".")[0]
+    if top in FROM_APT:
+        return (
+            f"sudo apt install {FROM_APT[top]} (Raspberry Pi OS), and run maskgate from a venv made with "
+            "`python3 -m venv --system-site-packages` (systemd/install.sh makes it so)"
+        )
+    extra = EXTRA_OF.get(top)
+    return None if extra is None else f"pip install 'maskgate[{extra}]'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,13 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # 2 (a user error: systemd does not restart) unless the error is a fault a restart can mend
         return getattr(e, "exit_status", EXIT_USER_ERROR)
     except ModuleNotFoundError as e:
-        extra = EXTRA_OF.get((e.name or "").split(".")[0])
-        if extra is None:
+        hint = missing_module_hint(e.name or "")
+        if hint is None:
             raise
-        print(
-            f"maskgate: error: '{args.command}' needs the module {e.name}: pip install 'maskgate[{extra}]'",
-            file=sys.stderr,
-        )
+        print(f"maskgate: error: '{args.command}' needs the module {e.name}: {hint}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("maskgate: interrupted", file=sys.stderr)

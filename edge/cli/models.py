@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..core.errors import EXIT_USER_ERROR, MaskgateError
+from .options import SYSTEM_NOTE, add_gate_options, gate_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--manifest", type=Path, metavar="PATH", help="manifest to use (default: the one shipped in models/)"
     )
     p.add_argument("--for", dest="stage", choices=("edge", "train", "convert", "bench"),
-                   help="only the files this stage needs (a device: edge; bench: the benchmark's "
-                        "references); default all")  # fmt: skip
+                   help="only the files this stage needs (a device: edge, for the detector its "
+                   "configuration names; bench: the benchmark's references); default all")  # fmt: skip
+    add_gate_options(p, default_note=f"with --for edge: its detector; {SYSTEM_NOTE}", shortcuts=("detector",))
     p.set_defaults(handler=_models_fetch)
     p = msub.add_parser("list", help="show each manifest file and whether the cache holds it verified")
     p.add_argument(
@@ -37,11 +39,19 @@ def _models_fetch(args: argparse.Namespace) -> int:
     from ..core import fetch
 
     files = fetch.load_manifest(args.manifest)
+    # A device fetches what its configured detector reads (the gate's configuration, as `run` finds it).
+    detector = None
+    if args.stage == "edge":
+        detector = gate_config(args, shortcuts=("detector",))[0].detector.backend
     mirror = fetch.mirror_dir(args.mirror)
     failed = 0
+    wanted = [item for item in files.values() if fetch.needed_by(item, args.stage, detector)]
     for item in files.values():
-        if args.stage is not None and args.stage not in item.used_by:
-            continue
+        if item not in wanted and args.stage == "edge" and "edge" in item.used_by:
+            print(f"{item.name}: not needed by detector {detector} (only by {', '.join(item.detectors)})")
+    if not wanted:
+        print(f"nothing to fetch for {args.stage}" + (f" with detector {detector}" if detector else ""))
+    for item in wanted:
         try:
             path, state = fetch.fetch_one(item, mirror=mirror)
         except (fetch.NotInMirror, fetch.DownloadFailed) as e:

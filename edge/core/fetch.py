@@ -52,6 +52,7 @@ class ModelFile:
     used_by: tuple[str, ...] = ("edge", "train")  # the stages that need it: a device fetches only edge files
     md5: tuple[str, ...] = ()  # the publisher's digest, checked only when no SHA-256 is known
     optional: bool = False  # needed only by a non-default option: may be absent from a mirror
+    detectors: tuple[str, ...] = ()  # on a device, needed only by these detector backends (empty: by all)
     archive: Archive | None = None  # published inside another file, taken out of it here
 
     @property
@@ -159,6 +160,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelFile]:
                 used_by=tuple(entry.get("used_by", ("edge", "train"))),
                 md5=md5,
                 optional=bool(entry.get("optional", False)),
+                detectors=tuple(entry.get("detectors", ())),
                 archive=_archive(entry["archive"], path, name) if "archive" in entry else None,
             )
         except (KeyError, TypeError) as e:
@@ -224,6 +226,19 @@ def _verified(item: ModelFile, data: bytes) -> bool:
 
 def cached_path(item: ModelFile, cache: Path | None = None) -> Path:
     return (cache or cache_dir()) / item.name
+
+
+def needed_by(item: ModelFile, stage: str | None, detector: str | None = None) -> bool:
+    """Whether ``stage`` (None: every stage) needs ``item``; a device only for the detector it runs.
+
+    A device installed offline must not fail on files its detector never reads (the Caffe SSD of
+    ``ssd-opencv``, when it runs RetinaFace from the shipped bundle).
+    """
+    if stage is None:
+        return True
+    if stage not in item.used_by:
+        return False
+    return stage != "edge" or detector is None or not item.detectors or detector in item.detectors
 
 
 def is_cached(item: ModelFile, cache: Path | None = None) -> bool:

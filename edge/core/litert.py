@@ -1,8 +1,9 @@
-"""The LiteRT interpreter, whichever package provides it.
+"""The LiteRT interpreter.
 
-``ai-edge-litert`` is LiteRT, the successor of TensorFlow Lite; 32-bit
-Raspberry Pi OS has wheels only for the older ``tflite-runtime``. Both expose
-the same ``Interpreter`` class.
+``ai-edge-litert`` is LiteRT, the successor of TensorFlow Lite. It publishes
+64-bit wheels only, so 32-bit Raspberry Pi OS is not supported: its older
+``tflite-runtime`` 2.14 fails with numpy 2, and PyPI has no 32-bit ARM wheels
+of numpy, OpenCV or Pillow to pin below it (README, "On a Raspberry Pi").
 """
 
 from __future__ import annotations
@@ -16,20 +17,17 @@ from .native import quiet_native_stderr  # noqa: F401 - the converter silences T
 def interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError as e:
-            raise ModuleNotFoundError(
-                "no LiteRT runtime: pip install 'maskgate[edge]'", name="ai_edge_litert"
-            ) from e
+    except ImportError as e:
+        raise ModuleNotFoundError(
+            "no LiteRT runtime: pip install 'maskgate[edge]'", name="ai_edge_litert"
+        ) from e
     return Interpreter
 
 
 def runtime_name() -> str:
     """Which package provides the interpreter, for benchmark and bundle records."""
     module = interpreter_class().__module__.split(".")[0]
-    return {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(module, module)
+    return {"ai_edge_litert": "ai-edge-litert"}.get(module, module)
 
 
 def load_interpreter(model: Path | bytes, *, num_threads: int = 1):

@@ -15,7 +15,6 @@ PACKAGES = (
     "opencv-python-headless",
     "opencv-python",
     "ai-edge-litert",
-    "tflite-runtime",
     "gpiozero",
     "pydantic",
     "tensorflow",

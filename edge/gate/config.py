@@ -553,5 +553,5 @@ def model_problems(cfg: GateConfig) -> list[str]:
         for name in (SSD_PROTOTXT, SSD_WEIGHTS):
             if not fetch.is_cached(manifest[name]):
                 problems.append(f"detector.backend: ssd-opencv needs {name}, not in the cache verified; "
-                                "run `maskgate models fetch --for edge`")  # fmt: skip
+                                "run `maskgate models fetch --for edge --detector ssd-opencv`")  # fmt: skip
     return problems
