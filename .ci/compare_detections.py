@@ -18,7 +18,8 @@ import re
 import sys
 from pathlib import Path
 
-DECISION = re.compile(r"^(unlock|deny|cancel|relock|clear) face\(s\) ")
+# a decision line, after the time and level that lines carry off the journal ("2026-12-01 14:52:08.466 INFO ")
+DECISION = re.compile(r"^(?:\S+ \S+ [A-Z]+ )?((?:unlock|deny|cancel|relock|clear) face\(s\) .*)$")
 P_MASKED = re.compile(r"p\(masked\)=([0-9.]+)")
 
 
@@ -64,7 +65,8 @@ def compare_faces(ref: list[dict], other: list[dict]) -> tuple[list[str], float,
 
 
 def decisions(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if DECISION.match(line)]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [m.group(1).strip() for line in lines if (m := DECISION.match(line.strip()))]
 
 
 def compare_decisions(ref: list[str], other: list[str], tolerance: float) -> list[str]:

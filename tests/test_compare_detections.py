@@ -75,3 +75,10 @@ def test_each_kind_of_difference_fails(tmp_path, capsys, change, expected):
 def test_a_different_decision_fails(tmp_path, capsys):
     assert _run(tmp_path, copy.deepcopy(RUN), DEMO.replace("#2: #2", "#3: #3")) == 1
     assert "demo: decision 'unlock face(s) #2" in capsys.readouterr().out
+
+
+def test_decision_lines_compare_without_the_time_and_level_they_carry_off_the_journal(tmp_path, capsys):
+    stamped = "".join(f"2026-12-01 14:52:0{i}.466 INFO {line}\n" for i, line in enumerate(DEMO.splitlines()))
+    stamped += "2026-12-01 14:52:09.000 INFO stats: 30 frames\n"  # not a decision
+    assert _run(tmp_path, copy.deepcopy(RUN), stamped) == 0
+    assert capsys.readouterr().out.strip().endswith("demo: 2 decisions, same: OK")
