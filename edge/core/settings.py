@@ -9,9 +9,11 @@ field's own description.
 
 from __future__ import annotations
 
+import stat
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -57,3 +59,18 @@ def describe(err: dict, root: type[BaseModel], *, name: Callable[[str], str] | N
         # inside a tuple or a union: say what the whole value should look like
         return f"{key}: expected {field.description}{got}"
     return f"{key}: {err['msg'].removeprefix('Value error, ')}{got}"
+
+
+def read_private_file(path: Path, key: str) -> str:
+    """A secret named by the setting ``key`` (a token, a password, a key), read from ``path``; a file
+    its group or others may read is refused, so the secret is the service user's alone."""
+    from .errors import ConfigError
+
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{key} {path}: cannot be read: {getattr(e, 'strerror', None) or e}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{key} {path}: readable by others (mode {stat.S_IMODE(mode):o}); chmod 600")
+    return text

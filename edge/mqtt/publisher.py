@@ -35,7 +35,6 @@ import logging
 import random
 import socket
 import ssl
-import stat
 import threading
 import time
 from collections import deque
@@ -49,6 +48,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from .. import __version__
 from ..core.errors import ConfigError
+from ..core.settings import read_private_file
 from ..gate.config import MqttConfig
 from ..gate.live import LiveState
 from .discovery import OFFLINE, ONLINE, discovery_configs
@@ -89,23 +89,11 @@ class Topics:
         return f"{self.prefix}/stats"
 
 
-def _private_file(path: Path, key: str) -> str:
-    """A secret's file, refused if its group or others may read it (as web.token_file)."""
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"mqtt.{key} {path}: cannot be read: {getattr(e, 'strerror', None) or e}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"mqtt.{key} {path}: readable by others (mode {stat.S_IMODE(mode):o}); chmod 600")
-    return text
-
-
 def read_password(cfg: MqttConfig) -> str | None:
     """The broker password from ``mqtt.password_file`` (its one line), or None."""
     if cfg.password_file is None:
         return None
-    text = _private_file(Path(cfg.password_file), "password_file").rstrip("\r\n")
+    text = read_private_file(Path(cfg.password_file), "mqtt.password_file").rstrip("\r\n")
     if not text:
         raise ConfigError(f"mqtt.password_file {cfg.password_file}: is empty")
     return text
@@ -123,7 +111,7 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     except OSError as e:
         raise ConfigError(f"mqtt.tls_ca_file {ca}: cannot be read: {e.strerror or e}") from None
     if cfg.tls_cert_file is not None:
-        _private_file(Path(cfg.tls_key_file), "tls_key_file")
+        read_private_file(Path(cfg.tls_key_file), "mqtt.tls_key_file")
         try:
             ctx.load_cert_chain(str(cfg.tls_cert_file), str(cfg.tls_key_file))
         except (ssl.SSLError, OSError) as e:

@@ -30,13 +30,13 @@ import ipaddress
 import json
 import logging
 import os
-import stat
 import threading
 import time
 from importlib import resources
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from ..core.settings import read_private_file
 from ..gate.config import WebConfig, split_listen
 from ..gate.live import LiveState
 
@@ -60,15 +60,7 @@ def read_token(cfg: WebConfig) -> str | None:
     if cfg.token_file is None:
         return None
     path = Path(cfg.token_file)
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8").strip()
-    except OSError as e:
-        raise ConfigError(f"web.token_file {path}: cannot be read: {e.strerror or e}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"web.token_file {path}: readable by others (mode {stat.S_IMODE(mode):o}); chmod 600"
-        )
+    text = read_private_file(path, "web.token_file").strip()
     if len(text) < 16:
         raise ConfigError(f"web.token_file {path}: the token needs at least 16 characters")
     return text
@@ -283,7 +275,7 @@ class WebServer:
 
     def _state_json(self) -> dict:
         state = self.live.snapshot()
-        state["healthy"] = self._healthy()
+        state["healthy"] = self._healthy(state)
         state["kiosk"] = {"mirror": self.cfg.kiosk_mirror, "language": self.cfg.language}
         state["stream"] = {"fps": self.cfg.stream_fps, "width": self.cfg.stream_width}
         return state
@@ -293,9 +285,10 @@ class WebServer:
 
         return web.json_response(self._state_json(), headers={"Cache-Control": "no-store"})
 
-    def _healthy(self) -> bool:
+    def _healthy(self, state: dict | None = None) -> bool:
+        """Frames flow: the camera is up and its latest frame is fresh (``state``: a snapshot in hand)."""
         age = self.live.frame_age()
-        return self.live.snapshot()["camera"] == "up" and age is not None and age < FRESH_S
+        return (state or self.live.snapshot())["camera"] == "up" and age is not None and age < FRESH_S
 
     async def _healthz(self, request):
         from aiohttp import web
