@@ -32,6 +32,20 @@ SSD_PROTOTXT = "deploy.prototxt"
 SSD_WEIGHTS = "res10_300x300_ssd_iter_140000.caffemodel"
 
 
+def read_caffe_net(prototxt: Path, weights: Path, what: str):
+    """A Caffe network in OpenCV's DNN module; a file it cannot load is one ModelFileError naming it
+    (``what``: how the message names the model)."""
+    import cv2
+
+    try:
+        net = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
+    except cv2.error as e:
+        raise ModelFileError(f"{what} {Path(weights).name} cannot be loaded: {brief(e)}") from e
+    if net.empty():
+        raise ModelFileError(f"{what} {Path(weights).name} cannot be loaded")
+    return net
+
+
 class SsdOpenCvDetector(FaceDetector):
     """OpenCV's ResNet-10 SSD face detector in float32 through ``cv2.dnn``."""
 
@@ -50,12 +64,7 @@ class SsdOpenCvDetector(FaceDetector):
         import cv2
 
         cv2.setNumThreads(resolve_threads(threads))
-        try:
-            self._net = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
-        except cv2.error as e:
-            raise ModelFileError(f"face detector {weights.name} cannot be loaded: {brief(e)}") from e
-        if self._net.empty():
-            raise ModelFileError(f"face detector {weights.name} cannot be loaded")
+        self._net = read_caffe_net(prototxt, weights, "face detector")
         self.input_size = input_size
         self.confidence = confidence
         self.min_face_px = min_face_px

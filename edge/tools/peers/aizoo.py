@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ...core import fetch
-from ...core.errors import FetchError, ModelFileError, brief
+from ...core.errors import FetchError
 from ...core.labels import MASKED, UNMASKED
 from ...core.sysinfo import resolve_threads
+from ...detectors.ssd import read_caffe_net
 from ...gate.analyzer import Analysis, Face, Timings
 from .aizoo_decoding import Decoded, Postprocess
 
@@ -43,12 +44,7 @@ class AizooReference:
 
         self.threads = resolve_threads(threads)
         cv2.setNumThreads(self.threads)
-        try:
-            self._net = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
-        except cv2.error as e:
-            raise ModelFileError(f"AIZOO model {Path(weights).name} cannot be loaded: {brief(e)}") from e
-        if self._net.empty():
-            raise ModelFileError(f"AIZOO model {Path(weights).name} cannot be loaded")
+        self._net = read_caffe_net(prototxt, weights, "AIZOO model")
         self.post = Postprocess(confidence=confidence, iou=iou)
 
     @classmethod
