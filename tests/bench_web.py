@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,14 +22,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from broker import free_port  # a helper of the tests, beside this script
+
 REPO = Path(__file__).resolve().parents[1]
 STATS = re.compile(r"stats: (\d+) frames, ([\d.]+) fps")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def viewer(url: str, stop: threading.Event, counts: list[int]) -> None:

@@ -15,7 +15,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import urllib.request
 
 import cv2
 import pytest
+from broker import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from browser import Browser, chromium_or_skip
@@ -36,12 +36,6 @@ STRINGS = json.loads((REPO / "edge" / "web" / "static" / "strings.json").read_te
 DECISION = re.compile(
     r"^(?:\S+ \S+ [A-Z]+ )?(unlock|deny|cancel|relock|clear)(?: face\(s\) ([#\d, ]+))?(?::|$)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Gate:
