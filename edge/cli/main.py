@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from ..core.errors import EXIT_USER_ERROR, MaskgateError
+from ..core.logs import setup_logging
 from . import gate, models, tools
 from .options import expand_default_targets
 
@@ -95,36 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(level: int) -> None:
-    """Plain lines for the journal, which stamps them itself (the level as a syslog prefix, which
-    journald reads as the priority); the wall-clock time and the level anywhere else."""
-    handler = logging.StreamHandler(sys.stderr)
-    if stderr_is_journal():
-        handler.setFormatter(_JournalFormatter("%(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s",
-                                               datefmt="%Y-%m-%d %H:%M:%S"))  # fmt: skip
-    logging.basicConfig(
-        level=logging.WARNING if level < 0 else logging.DEBUG if level > 0 else logging.INFO,
-        handlers=[handler],
-    )
-
-
-def stderr_is_journal() -> bool:
-    """systemd sets JOURNAL_STREAM to the device and inode of the stream it connected to stderr."""
-    stream = os.environ.get("JOURNAL_STREAM", "")
-    dev, _, ino = stream.partition(":")
-    try:
-        st = os.fstat(sys.stderr.fileno())
-        return bool(stream) and (st.st_dev, st.st_ino) == (int(dev), int(ino))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-class _JournalFormatter(logging.Formatter):
-    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"<{self.PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+    setup_logging(logging.WARNING if level < 0 else logging.DEBUG if level > 0 else logging.INFO)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigError, MaskgateError
+from ..core.logs import setup_logging
 
 if TYPE_CHECKING:  # the guard process itself needs no configuration model: its settings come as JSON
     from .config import OutputsConfig
@@ -344,7 +345,7 @@ def serve(guard: Guard, fd: int, *, clock=time.monotonic) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m maskgate.edge.gate.guard SETTINGS_JSON``; started by ``GuardedRelay`` only."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    setup_logging(logging.INFO)  # the gate's format: the guard's lines share its stderr
     settings: dict[str, Any] = json.loads((sys.argv[1:] if argv is None else argv)[0])
     from .pins import Output, pin_factory
 
